@@ -1,0 +1,4 @@
+from .instances import Instances
+from .masks import CroppedMasks
+
+__all__ = ["Instances", "CroppedMasks"]
