@@ -1,0 +1,201 @@
+"""Graphics items of the canvas: a raster layer (image or overlay), boxes/labels, hover outline.
+
+Each is ONE item however many instances there are; they only paint what is exposed.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
+
+from cellseg.core.structures import Instances
+
+
+class RasterLayer(QGraphicsItem):
+    """Draws a QImage at scene pixel coordinates (pixel (0, 0) covers [0, 1) x [0, 1))."""
+
+    def __init__(self, smooth_when_zoomed_out: bool = False) -> None:
+        super().__init__()
+        self._image: QImage | None = None
+        self._keep = None  # numpy buffer the QImage points into
+        self._smooth = smooth_when_zoomed_out
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def set_image(self, image: QImage | None, keep=None) -> None:
+        old = self.boundingRect()
+        self._image, self._keep = image, keep
+        if self.boundingRect() != old:
+            self.prepareGeometryChange()
+        self.update()
+
+    def image(self) -> QImage | None:
+        return self._image
+
+    def boundingRect(self) -> QRectF:
+        if self._image is None:
+            return QRectF()
+        return QRectF(0, 0, self._image.width(), self._image.height())
+
+    def update_rect(self, rect: tuple[int, int, int, int] | None) -> None:
+        if rect is None:
+            self.update()
+        else:
+            x0, y0, x1, y1 = rect
+            self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        if self._image is None:
+            return
+        exposed = option.exposedRect.toAlignedRect().intersected(
+            QRect(0, 0, self._image.width(), self._image.height()))
+        if exposed.isEmpty():
+            return
+        scale = painter.worldTransform().m11()
+        # nearest-neighbour when zoomed in (pixels stay crisp squares); smooth for the image
+        # when zoomed out, so texture does not alias
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
+                              self._smooth and scale < 1.0)
+        painter.drawImage(QRectF(exposed), self._image, QRectF(exposed))
+
+
+def grey_or_rgb_qimage(display: np.ndarray) -> QImage:
+    """uint8 (H, W) or (H, W, 3) -> QImage sharing the array's memory (caller keeps it alive)."""
+    display = np.ascontiguousarray(display)
+    h, w = display.shape[:2]
+    if display.ndim == 2:
+        return QImage(display.data, w, h, w, QImage.Format.Format_Grayscale8)
+    return QImage(display.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+
+
+class BoxesLayer(QGraphicsItem):
+    """Optional boxes, class labels and scores of the visible instances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+        self._boxes = np.zeros((0, 4), np.float32)
+        self._texts: list[str] = []
+        self._rects: list[QRectF] = []
+        self._visible = np.zeros(0, bool)
+        self._size = (0, 0)
+        self.show_boxes = False
+        self.show_labels = False
+        self.show_scores = False
+        self.class_names: list[str] = []
+        self._instances: Instances | None = None
+
+    def set_instances(self, instances: Instances | None, visible: np.ndarray | None = None,
+                      image_size=(0, 0)) -> None:
+        self.prepareGeometryChange()
+        self._instances = instances
+        self._size = instances.image_size if instances is not None else tuple(image_size)
+        self._boxes = instances.boxes if instances is not None else np.zeros((0, 4), np.float32)
+        self._visible = (np.ones(len(self._boxes), bool) if visible is None
+                         else np.asarray(visible, bool))
+        b = self._boxes
+        self._rects = [QRectF(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in b.tolist()]
+        self._texts = []
+        self.update()
+
+    def set_visible_instances(self, visible: np.ndarray) -> None:
+        self._visible = np.asarray(visible, bool)
+        self.update()
+
+    def set_options(self, boxes: bool | None = None, labels: bool | None = None,
+                    scores: bool | None = None) -> None:
+        if boxes is not None:
+            self.show_boxes = boxes
+        if labels is not None:
+            self.show_labels = labels
+        if scores is not None:
+            self.show_scores = scores
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        h, w = self._size
+        return QRectF(-50, -50, w + 100, h + 100)
+
+    def _text(self, i: int) -> str:
+        inst = self._instances
+        parts = []
+        if self.show_labels:
+            c = int(inst.classes[i])
+            parts.append(self.class_names[c] if c < len(self.class_names) else f"class {c}")
+        if self.show_scores:
+            parts.append(f"{inst.scores[i]:.2f}")
+        return " ".join(parts)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        if self._instances is None or not len(self._boxes):
+            return
+        if not (self.show_boxes or self.show_labels or self.show_scores):
+            return
+        ex = option.exposedRect
+        b = self._boxes
+        inside = (self._visible & (b[:, 2] >= ex.left()) & (b[:, 0] <= ex.right())
+                  & (b[:, 3] >= ex.top()) & (b[:, 1] <= ex.bottom()))
+        idx = np.flatnonzero(inside)
+        if self.show_boxes:
+            pen = QPen(QColor(255, 255, 0, 220))
+            pen.setCosmetic(True)  # 1 screen pixel whatever the zoom
+            pen.setWidthF(1.0)
+            painter.setPen(pen)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRects([self._rects[i] for i in idx])
+        scale = painter.worldTransform().m11()
+        # text is per instance by nature: only for what is on screen and legible
+        if (self.show_labels or self.show_scores) and scale >= 0.5 and len(idx) <= 2000:
+            world = painter.worldTransform()  # item -> device; text is drawn unscaled
+            painter.save()
+            painter.resetTransform()
+            font = QFont()
+            font.setPointSizeF(8)
+            painter.setFont(font)
+            painter.setPen(QColor(255, 255, 255))
+            for i in idx.tolist():
+                p = world.map(QPointF(float(b[i, 0]), float(b[i, 1])))
+                painter.drawText(p + QPointF(1, -2), self._text(i))
+            painter.restore()
+
+
+class HoverLayer(QGraphicsItem):
+    """A white outline around one instance (the hovered one), from its mask crop only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._image: QImage | None = None
+        self._keep = None
+        self._rect = QRectF()
+        self.index = -1
+
+    def set_instance(self, instances: Instances | None, index: int) -> None:
+        if index == self.index and instances is not None:
+            return
+        self.prepareGeometryChange()
+        self.index = index
+        self._image = None
+        if instances is None or index < 0 or instances.masks is None or index >= len(instances):
+            self._rect = QRectF()
+            self.update()
+            return
+        x0, y0, x1, y1 = (int(v) for v in instances.masks.windows[index])
+        crop = np.pad(instances.masks.crop(index), 1)
+        inner = crop[1:-1, 1:-1]
+        edge = inner & ~(crop[:-2, 1:-1] & crop[2:, 1:-1] & crop[1:-1, :-2] & crop[1:-1, 2:])
+        argb = np.where(edge, np.uint32(0xFFFFFFFF), np.where(inner, np.uint32(0x30303030),
+                                                              np.uint32(0)))
+        self._keep = np.ascontiguousarray(argb.astype(np.uint32))
+        h, w = self._keep.shape
+        if h and w:
+            self._image = QImage(self._keep.data, w, h, 4 * w,
+                                 QImage.Format.Format_ARGB32_Premultiplied)
+        self._rect = QRectF(x0, y0, x1 - x0, y1 - y0)
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self._rect
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        if self._image is not None:
+            painter.drawImage(self._rect, self._image)
