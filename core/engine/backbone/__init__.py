@@ -1,0 +1,1 @@
+from . import fpn, resnet  # noqa: F401  (registers builders)

@@ -1,0 +1,86 @@
+"""``load_predictor(config, weights, device)``: the engine's one entry point for inference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CellsegError, CheckpointError, ConfigError
+from ..io import to_model_input
+from ..structures import Instances
+from .checkpoint import load_weights
+from .meta_arch import build_model, postprocess
+from .preprocess import resize_shortest_edge
+from .tta import inference_with_tta
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CellsegError("device 'cuda' was asked for, but PyTorch finds no CUDA GPU "
+                           "(use --device cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CellsegError(f"unknown device {device!r} (expected cpu, cuda or auto)")
+    return torch.device(device)
+
+
+class Predictor:
+    """A loaded model: ``predictor(image, tta=False) -> Instances`` in original pixels.
+
+    ``image`` is any array ``cellseg.core.io.read_image`` returns; the documented conversion
+    rule (``cellseg.core.io.image``) turns it into the uint8 input the model was trained on.
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None):
+        self.cfg = cfg
+        self.model = model.eval().to(device)
+        self.device = device.type
+        self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        self.class_names = list(class_names) if class_names else [
+            f"class {i + 1}" for i in range(self.num_classes)]
+
+    @property
+    def mask_on(self) -> bool:
+        return bool(self.cfg.MODEL.MASK_ON)
+
+    def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
+        image = to_model_input(image, self.cfg.INPUT.FORMAT)
+        with torch.inference_mode():
+            if tta:
+                aug = self.cfg.TEST.AUG
+                return inference_with_tta(
+                    self.model, image, min_sizes=list(aug.MIN_SIZES), max_size=aug.MAX_SIZE,
+                    flip=aug.FLIP, num_classes=self.num_classes,
+                    nms_thresh=self.cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                    max_dets=self.cfg.TEST.DETECTIONS_PER_IMAGE, mask_on=self.mask_on)
+            resized = resize_shortest_edge(image, self.cfg.INPUT.MIN_SIZE_TEST,
+                                           self.cfg.INPUT.MAX_SIZE_TEST)
+            # DefaultPredictor feeds float32 pixels
+            tensor = torch.from_numpy(resized.astype(np.float32).transpose(2, 0, 1))
+            det = self.model.forward_detections([tensor])[0]
+            return postprocess(det, resized.shape[:2], image.shape[:2])
+
+
+def load_predictor(config, weights, device: str = "auto", overrides: list[str] | None = None,
+                   class_names=None) -> Predictor:
+    """Build the model a Detectron2 ``config.yaml`` describes and load its checkpoint.
+
+    ``overrides`` are ``KEY VALUE`` pairs (e.g. ``["TEST.DETECTIONS_PER_IMAGE", "1000"]``).
+    Raises ConfigError / CheckpointError / CellsegError with a message a user can act on.
+    """
+    from ..config import load_config
+
+    cfg = config if not isinstance(config, (str, Path)) else load_config(config, overrides)
+    dev = resolve_device(device)
+    try:
+        model = build_model(cfg)
+    except CellsegError:
+        raise
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"cannot build the model from {config}: {exc}") from exc
+    if not Path(weights).exists():
+        raise CheckpointError(f"checkpoint not found: {weights}")
+    load_weights(model, weights)
+    return Predictor(cfg, model, dev, class_names)

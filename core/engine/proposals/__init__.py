@@ -1,0 +1,1 @@
+from . import anchors, rpn  # noqa: F401  (registers builders)
