@@ -37,15 +37,16 @@ def channels_of(image: np.ndarray) -> int:
 
 
 def data_range(image: np.ndarray) -> tuple[float, float]:
-    """Slider range: the dtype's range for integers (so a dim 16-bit image can be stretched up),
-    the finite min/max for floats."""
-    if image.dtype.kind in "ui":
-        info = np.iinfo(image.dtype)
-        return float(info.min), float(info.max)
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
+    """Slider range: 0..255 for uint8; the finite min..max of the data otherwise (a 16-bit
+    image using 200 of 65,536 levels would leave the sliders nothing to move over)."""
+    if image.dtype == np.uint8:
+        return 0.0, 255.0
+    step = max(1, image.size // (4 * _SAMPLE_LIMIT))
+    values = image.reshape(-1)[::step] if image.flags.c_contiguous else image.ravel()[::step]
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if values.size == 0:
         return 0.0, 1.0
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = float(values.min()), float(values.max())
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 

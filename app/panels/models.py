@@ -1,0 +1,133 @@
+"""Models panel: the two models' config + checkpoint, the device, run buttons and progress."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from ..icons import icon
+
+MODEL_TITLES = {"cascade": "Cascade Mask R-CNN", "pointrend": "PointRend"}
+
+
+def available_devices() -> list[str]:
+    devices = ["auto", "cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken CUDA install must not stop the app from starting
+        pass
+    return devices
+
+
+class _PathRow(QWidget):
+    edited = Signal()
+
+    def __init__(self, placeholder: str, file_filter: str, parent=None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit(self)
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.editingFinished.connect(self.edited)
+        button = QToolButton(self)
+        button.setIcon(icon("browse"))
+        button.setToolTip(f"Choose {placeholder}")
+        button.clicked.connect(self._browse)
+        self._filter = file_filter
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit)
+        layout.addWidget(button)
+
+    def _browse(self) -> None:
+        start = str(Path(self.edit.text()).parent) if self.edit.text() else ""
+        path, _ = QFileDialog.getOpenFileName(self, self.edit.placeholderText(), start, self._filter)
+        if path:
+            self.edit.setText(path)
+            self.edited.emit()
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+
+class ModelsPanel(QWidget):
+    model_changed = Signal(str, str, str)  # key, config, weights
+    device_changed = Signal(str)
+    run_requested = Signal()
+    run_all_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        form = QFormLayout()
+        self.rows: dict[str, tuple[_PathRow, _PathRow]] = {}
+        for key, title in MODEL_TITLES.items():
+            config = _PathRow("config.yaml", "Detectron2 config (*.yaml *.yml)", self)
+            weights = _PathRow("checkpoint", "Checkpoint (*.pth *.pkl)", self)
+            config.edited.connect(lambda k=key: self._emit_model(k))
+            weights.edited.connect(lambda k=key: self._emit_model(k))
+            form.addRow(QLabel(f"<b>{title}</b>"))
+            form.addRow("Config", config)
+            form.addRow("Weights", weights)
+            self.rows[key] = (config, weights)
+        self.device = QComboBox(self)
+        self.device.addItems(available_devices())
+        self.device.currentTextChanged.connect(self.device_changed)
+        form.addRow("Device", self.device)
+        self.device_label = QLabel("not loaded", self)
+        form.addRow("Running on", self.device_label)
+
+        self.run_button = QPushButton(icon("run"), "Run", self)
+        self.run_button.setToolTip("Run the models on the current image")
+        self.run_all_button = QPushButton(icon("run_all"), "Run all", self)
+        self.cancel_button = QPushButton(icon("cancel"), "Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.run_requested)
+        self.run_all_button.clicked.connect(self.run_all_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        buttons = QHBoxLayout()
+        for b in (self.run_button, self.run_all_button, self.cancel_button):
+            buttons.addWidget(b)
+        self.progress = QProgressBar(self)
+        self.progress.setVisible(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+
+    def _emit_model(self, key: str) -> None:
+        config, weights = (r.text() for r in self.rows[key])
+        if config and weights:
+            self.model_changed.emit(key, config, weights)
+
+    def set_model_paths(self, key: str, config: str, weights: str, emit: bool = True) -> None:
+        c, w = self.rows[key]
+        c.edit.setText(str(config))
+        w.edit.setText(str(weights))
+        if emit:
+            self._emit_model(key)
+
+    def model_paths(self, key: str) -> tuple[str, str]:
+        c, w = self.rows[key]
+        return c.text(), w.text()
+
+    def set_device(self, device: str) -> None:
+        if self.device.findText(device) < 0:
+            device = "auto"
+        self.device.setCurrentText(device)
+
+    def set_running_device(self, text: str) -> None:
+        self.device_label.setText(text)
+
+    def set_batch(self, done: int, total: int, active: bool) -> None:
+        self.progress.setVisible(active)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done} / {total}")
+        self.cancel_button.setEnabled(active)
+        self.run_all_button.setEnabled(not active)

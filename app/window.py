@@ -1,0 +1,607 @@
+"""The review window: image list | canvas | side panels, menus and status bar.
+
+The window only wires widgets to the services: models run in :class:`InferenceService`'s
+threads, post-processing is ``core.postprocess.pipeline.compose`` (run off the GUI thread), and
+the canvas renders the resulting ``Instances``. Per image it remembers the composed result, the
+user's edits and whether it was reviewed.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout, QLabel,
+                               QMainWindow, QMessageBox, QScrollArea, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from cellseg.core.errors import CellsegError
+from cellseg.core.structures import Instances
+
+from .canvas import ImageCanvas
+from .icons import icon
+from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
+from .settings import MODEL_KEYS, AppSettings
+from .sources import ImageSource, open_source
+from .workers import InferenceService, ModelInfo, RawKey
+
+IMAGE_CACHE = 4  # decoded images kept for quick back-and-forth stepping
+
+
+def compose_raw(raw: dict[str, Instances], values: dict) -> Instances:
+    """Post-process raw model outputs with the panel's values (runs in the light thread)."""
+    from cellseg.core.postprocess.pipeline import Settings, compose
+
+    return compose(raw, replace(Settings(), **values))
+
+
+class ErrorBanner(QWidget):
+    """A dismissable message strip above the canvas: errors never block the window."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.label = QLabel(self)
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(self)
+        close.setText("×")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 4, 4)
+        layout.addWidget(QLabel(self, pixmap=icon("error").pixmap(16, 16)))
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close)
+        self.setAutoFillBackground(True)
+        self.setStyleSheet("ErrorBanner { background: #fbe3e1; } QLabel { color: #7a1f16; }")
+        self.hide()
+
+    def show_message(self, text: str) -> None:
+        self.label.setText(text)
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+class MainWindow(QMainWindow):
+    instances_changed = Signal(object)  # Instances | None now shown for the current image
+    image_shown = Signal(int)  # index of the image now on the canvas
+    error_shown = Signal(str)
+
+    def __init__(self, settings: AppSettings | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("cellseg-gui")
+        self.settings = settings if settings is not None else AppSettings()
+        self.service = InferenceService(self.settings.device(), self)
+        self.undo_stack = QUndoStack(self)
+        self.source: ImageSource | None = None
+        self.index = -1
+        self.image: np.ndarray | None = None
+        self.class_names: list[str] = []
+        self.last_error = ""
+        self._shown: Instances | None = None
+        self._composed: dict[int, tuple[object, Instances]] = {}
+        self._edited: dict[int, Instances] = {}
+        self._reviewed: set[int] = set()
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._wanted = None  # compose key of what the canvas should show
+
+        self._build_widgets()
+        self._build_menus()
+        self._connect()
+        self._restore()
+
+    # ================================================================== construction
+    def _build_widgets(self) -> None:
+        self.canvas = ImageCanvas(self)
+        self.banner = ErrorBanner(self)
+        centre = QWidget(self)
+        layout = QVBoxLayout(centre)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.canvas, 1)
+        self.setCentralWidget(centre)
+
+        self.image_list = ImageListPanel(self)
+        self.models_panel = ModelsPanel(self)
+        self.post_panel = PostprocessPanel(self)
+        self.display_panel = DisplayPanel(self)
+        self.legend = LegendPanel(self)
+        self.legend.setMinimumHeight(120)
+
+        left = QDockWidget("Images", self)
+        left.setObjectName("images-dock")
+        left.setWidget(self.image_list)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
+
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        for title, panel in (("Models", self.models_panel), ("Post-processing", self.post_panel),
+                             ("Display", self.display_panel), ("Legend", self.legend)):
+            box = QGroupBox(title, side)
+            box_layout = QVBoxLayout(box)
+            box_layout.setContentsMargins(4, 4, 4, 4)
+            box_layout.addWidget(panel)
+            side_layout.addWidget(box)
+        side_layout.addStretch(1)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(side)
+        scroll.setMinimumWidth(330)
+        right = QDockWidget("Controls", self)
+        right.setObjectName("controls-dock")
+        right.setWidget(scroll)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
+        self.docks = {"images": left, "controls": right}
+        self.resizeDocks([left, right], [290, 350], Qt.Orientation.Horizontal)
+
+        self.pixel_label = QLabel("", self)
+        self.instance_label = QLabel("", self)
+        self.zoom_label = QLabel("", self)
+        self.device_label = QLabel(f"device: {self.service.device}", self)
+        for w in (self.pixel_label, self.instance_label):
+            w.setMinimumWidth(180)
+        bar = self.statusBar()
+        bar.addPermanentWidget(self.pixel_label)
+        bar.addPermanentWidget(self.instance_label)
+        bar.addPermanentWidget(self.zoom_label)
+        bar.addPermanentWidget(self.device_label)
+
+    def _action(self, text, slot, shortcut=None, icon_role=None, checkable=False) -> QAction:
+        action = QAction(text, self)
+        if icon_role:
+            action.setIcon(icon(icon_role))
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        a = self.actions = {}
+        file = bar.addMenu("&File")
+        a["open_folder"] = self._action("Open &folder…", self._ask_folder, "Ctrl+O", "open_folder")
+        a["open_file"] = self._action("Open &image…", self._ask_file, "Ctrl+Shift+O", "open_file")
+        a["open_coco"] = self._action("Open &COCO dataset…", self._ask_coco, None, "open_coco")
+        for k in ("open_folder", "open_file", "open_coco"):
+            file.addAction(a[k])
+        self.recent_menu = file.addMenu("Open &recent")
+        file.addSeparator()
+        a["screenshot"] = self._action("Save &screenshot…", self._ask_screenshot, None,
+                                       "screenshot")
+        file.addAction(a["screenshot"])
+        file.addSeparator()
+        a["quit"] = self._action("&Quit", self.close, "Ctrl+Q", "quit")
+        file.addAction(a["quit"])
+
+        edit = bar.addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.StandardKey.Undo)
+        undo.setIcon(icon("undo"))
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcut(QKeySequence.StandardKey.Redo)
+        redo.setIcon(icon("redo"))
+        edit.addAction(undo)
+        edit.addAction(redo)
+        edit.addSeparator()
+        a["reviewed"] = self._action("Mark &reviewed", self.toggle_reviewed, "Ctrl+R", "reviewed")
+        edit.addAction(a["reviewed"])
+        self.edit_menu = edit
+
+        view = bar.addMenu("&View")
+        a["fit"] = self._action("&Fit to window", self.canvas.fit_to_window, "F", "fit")
+        a["one"] = self._action("&Actual size (1:1)", self.canvas.zoom_1to1, "1", "one_to_one")
+        a["zoom_in"] = self._action("Zoom &in", lambda: self.canvas.zoom_by(1.25),
+                                    QKeySequence.StandardKey.ZoomIn, "zoom_in")
+        a["zoom_out"] = self._action("Zoom &out", lambda: self.canvas.zoom_by(0.8),
+                                     QKeySequence.StandardKey.ZoomOut, "zoom_out")
+        a["next"] = self._action("&Next image", lambda: self.step(1), "PgDown", "next")
+        a["previous"] = self._action("&Previous image", lambda: self.step(-1), "PgUp", "previous")
+        a["overlay"] = self._action("Show &overlay", self.display_panel.show_overlay.setChecked,
+                                    "O", checkable=True)
+        a["overlay"].setChecked(True)
+        self.display_panel.show_overlay.toggled.connect(a["overlay"].setChecked)
+        for k in ("fit", "one", "zoom_in", "zoom_out", None, "next", "previous", None, "overlay"):
+            view.addSeparator() if k is None else view.addAction(a[k])
+        view.addSeparator()
+        for dock in self.docks.values():
+            view.addAction(dock.toggleViewAction())
+
+        model = bar.addMenu("&Model")
+        a["set_cascade"] = self._action("Set &Cascade model…", lambda: self._ask_model("cascade"),
+                                        None, "model")
+        a["set_pointrend"] = self._action("Set &PointRend model…",
+                                          lambda: self._ask_model("pointrend"), None, "model")
+        a["run"] = self._action("&Run on current image", self.run_current, "Ctrl+Return", "run")
+        a["run_all"] = self._action("Run on &all images", self.run_all, "Ctrl+Shift+Return",
+                                    "run_all")
+        a["cancel"] = self._action("&Cancel", self.cancel, "Escape", "cancel")
+        for k in ("set_cascade", "set_pointrend", None, "run", "run_all", "cancel"):
+            model.addSeparator() if k is None else model.addAction(a[k])
+
+        self.train_menu = bar.addMenu("&Train")
+        a["train"] = self._action("&Fine-tune on reviewed images…", self._train, None, "train")
+        self.train_menu.addAction(a["train"])
+
+        help_menu = bar.addMenu("&Help")
+        a["about"] = self._action("&About cellseg-gui", self._about, None, "help")
+        help_menu.addAction(a["about"])
+        self._rebuild_recent()
+
+    def _connect(self) -> None:
+        s = self.service
+        s.raw_ready.connect(self._raw_ready)
+        s.error.connect(self._model_error)
+        s.model_loaded.connect(self._model_loaded)
+        s.batch_progress.connect(lambda d, t: self.models_panel.set_batch(d, t, True))
+        s.batch_finished.connect(self._batch_finished)
+
+        self.image_list.current_changed.connect(self.select_image)
+        m = self.models_panel
+        m.model_changed.connect(self.set_model)
+        m.device_changed.connect(self.set_device)
+        m.run_requested.connect(self.run_current)
+        m.run_all_requested.connect(self.run_all)
+        m.cancel_requested.connect(self.cancel)
+        self.post_panel.changed.connect(self.refresh)
+        self.post_panel.run_options_changed.connect(self.refresh)
+
+        d = self.display_panel
+        d.contrast_changed.connect(self.canvas.set_contrast)
+        d.style_changed.connect(lambda changes: self.canvas.set_overlay_style(**changes))
+        d.annotations_changed.connect(lambda opts: self.canvas.set_annotations(**opts))
+        self.legend.hidden_classes_changed.connect(
+            lambda hidden: self.canvas.set_overlay_style(hidden_classes=hidden))
+        self.canvas.cursor_moved.connect(self._cursor_moved)
+        self.canvas.cursor_left.connect(lambda: (self.pixel_label.setText(""),
+                                                 self.instance_label.setText("")))
+        self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+
+    def _restore(self) -> None:
+        geometry = self.settings.geometry()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1400, 900)
+        state = self.settings.window_state()
+        if state is not None:
+            self.restoreState(state)
+        self.models_panel.set_device(self.settings.device())
+        for key in MODEL_KEYS:
+            config, weights = self.settings.model_paths(key)
+            if config and weights:
+                self.models_panel.set_model_paths(key, config, weights, emit=False)
+                self.service.set_model(key, config, weights)
+
+    # ================================================================== opening
+    def open_path(self, path: str | Path) -> bool:
+        """Open a folder, image file, COCO .json or research folder; False (and a message) on
+        error."""
+        try:
+            source = open_source(path)
+        except CellsegError as exc:
+            self.show_error(str(exc))
+            return False
+        self.source = source
+        self.index = -1
+        self._composed.clear()
+        self._edited.clear()
+        self._reviewed.clear()
+        self._images.clear()
+        self.undo_stack.clear()
+        self.service.cancel()
+        if source.class_names:
+            self._set_class_names(source.class_names)
+        self.image_list.set_entries([e.name for e in source.entries])
+        self.settings.add_recent(path)
+        self._rebuild_recent()
+        self.setWindowTitle(f"cellseg-gui — {Path(path).name}")
+        self.image_list.set_current(0)
+        return True
+
+    def step(self, delta: int) -> None:
+        if self.source and self.source.entries:
+            self.image_list.set_current(min(max(self.index + delta, 0),
+                                            len(self.source.entries) - 1))
+
+    def select_image(self, index: int) -> None:
+        if self.source is None or not 0 <= index < len(self.source.entries):
+            return
+        if index == self.index and self.image is not None:
+            return
+        self.index = index
+        self.undo_stack.clear()  # edits of another image cannot be undone from here
+        path = str(self.source.entries[index].path)
+        cached = self._images.get(path)
+        if cached is not None:
+            self._image_loaded(index, cached)
+            return
+        from cellseg.core.io import read_image
+
+        self.service.submit_light(lambda: read_image(path),
+                                  lambda image: self._image_loaded(index, image),
+                                  lambda msg: self._image_failed(index, msg), tag="load")
+
+    def _image_loaded(self, index: int, image: np.ndarray) -> None:
+        path = str(self.source.entries[index].path)
+        self._images[path] = image
+        self._images.move_to_end(path)
+        while len(self._images) > IMAGE_CACHE:
+            self._images.popitem(last=False)
+        if index != self.index:
+            return
+        self.image = image
+        self._shown = None
+        self._wanted = None
+        self.canvas.set_image(image)
+        self.display_panel.set_contrast(self.canvas.contrast)
+        self.image_shown.emit(index)
+        self.refresh()
+
+    def _image_failed(self, index: int, message: str) -> None:
+        self.image_list.set_status(index, "error")
+        if index == self.index:
+            self.image = None
+            self.canvas.set_image(None)
+            self._show(None)
+        self.show_error(message)
+
+    # ================================================================== models
+    def set_model(self, key: str, config: str, weights: str) -> None:
+        self.models_panel.set_model_paths(key, config, weights, emit=False)
+        self.service.set_model(key, config, weights)
+        self.service.clear_failures()
+        self.settings.set_model_paths(key, config, weights)
+        self.refresh()
+
+    def set_device(self, device: str) -> None:
+        self.service.set_device(device)
+        self.service.clear_failures()
+        self.settings.set_device(device)
+        self.device_label.setText(f"device: {device}")
+        self.refresh()
+
+    def run_current(self) -> None:
+        """Run (or re-try after an error) the chosen models on the current image."""
+        self.service.clear_failures()
+        self.banner.hide()
+        self.refresh(force=True)
+
+    def run_all(self) -> None:
+        if self.source is None:
+            return
+        self.service.clear_failures()
+        keys = [self.service.key_for(e.path, m, self.post_panel.tta.isChecked())
+                for e in self.source.entries for m in self.post_panel.models()
+                if self.service.has_model(m)]
+        if not keys:
+            self.show_error("set the models first (Models panel)")
+            return
+        if self.service.run_all(keys):
+            self.models_panel.set_batch(0, len(keys), True)
+
+    def cancel(self) -> None:
+        self.service.cancel()
+
+    def _batch_finished(self, cancelled: bool) -> None:
+        self.models_panel.set_batch(0, 0, False)
+        self.statusBar().showMessage("run cancelled" if cancelled else "all images done", 5000)
+
+    def _model_loaded(self, info: ModelInfo) -> None:
+        self.models_panel.set_running_device(info.device)
+        self.device_label.setText(f"device: {info.device}")
+        if info.class_names and not (self.source and self.source.class_names):
+            self._set_class_names(list(info.class_names))
+
+    def _set_class_names(self, names: list[str]) -> None:
+        self.class_names = list(names)
+        self.canvas.set_class_names(self.class_names)
+        self.legend.set_classes(self.class_names)
+        if self._shown is not None:
+            self.legend.set_counts(self._shown.classes)
+
+    def _model_error(self, message: str, key: RawKey | None) -> None:
+        if key is not None and self.source is not None:
+            for i, e in enumerate(self.source.entries):
+                if str(e.path) == key.image:
+                    self.image_list.set_status(i, "error")
+        self.show_error(message)
+
+    # ================================================================== results
+    def _keys(self, index: int) -> list[RawKey]:
+        path = self.source.entries[index].path
+        tta = self.post_panel.tta.isChecked()
+        return [self.service.key_for(path, m, tta) for m in self.post_panel.models()]
+
+    def compose_key(self, index: int):
+        return (tuple(self._keys(index)), tuple(sorted(self.post_panel.values().items())))
+
+    def refresh(self, force: bool = False) -> None:
+        """Bring the canvas up to date with the current settings: show the composed result,
+        compose it from cached raw outputs, or queue the model runs it needs."""
+        if self.source is None or self.index < 0 or self.image is None:
+            return
+        i = self.index
+        if i in self._edited:
+            self._show(self._edited[i])
+            return
+        missing = [m for m in self.post_panel.models() if not self.service.has_model(m)]
+        if missing:
+            self._wanted = None
+            self._show(None)
+            self.statusBar().showMessage(
+                "set the " + " and ".join(missing) + " model (Model menu or Models panel)")
+            return
+        keys = self._keys(i)
+        failures = [self.service.failure(k) for k in keys if self.service.failure(k)]
+        if failures and not force:
+            self._show(None)
+            return  # shown already; Run retries
+        raws = {k.model: self.service.cached(k) for k in keys}
+        if any(v is None for v in raws.values()):
+            for k in keys:
+                if raws[k.model] is None:
+                    self.service.request(k, front=True)
+            self.image_list.set_status(i, "running")
+            self.statusBar().showMessage("running " + ", ".join(
+                k.model + (" +TTA" if k.tta else "") for k in keys if raws[k.model] is None))
+            return
+        self._compose(i, raws, show=True)
+        self._prefetch(i + 1)
+
+    def _compose(self, index: int, raws: dict, show: bool) -> None:
+        ckey = self.compose_key(index)
+        if show:
+            self._wanted = ckey
+        done = self._composed.get(index)
+        if done is not None and done[0] == ckey:
+            if show:
+                self._show(done[1])
+            return
+        values = self.post_panel.values()
+        self.service.submit_light(
+            lambda: compose_raw(raws, values),
+            lambda inst: self._composed_done(index, ckey, inst),
+            lambda msg: self.show_error(f"post-processing failed: {msg}"),
+            tag=("compose", index))
+
+    def _composed_done(self, index: int, ckey, instances: Instances) -> None:
+        self._composed[index] = (ckey, instances)
+        if index not in self._edited and index not in self._reviewed:
+            self.image_list.set_status(index, "predicted", len(instances))
+        if index == self.index and ckey == self._wanted and index not in self._edited:
+            self._show(instances)
+
+    def _raw_ready(self, key: RawKey) -> None:
+        if self.source is None:
+            return
+        for i, entry in enumerate(self.source.entries):
+            if str(entry.path) != key.image:
+                continue
+            if i == self.index:
+                self.refresh()
+            elif i not in self._edited:  # batch or prefetch: compose for the list's count
+                keys = self._keys(i)
+                raws = {k.model: self.service.cached(k) for k in keys}
+                if all(v is not None for v in raws.values()):
+                    self._compose(i, raws, show=False)
+
+    def _prefetch(self, index: int) -> None:
+        if self.source is None or not 0 <= index < len(self.source.entries):
+            return
+        for k in self._keys(index):
+            if self.service.cached(k) is None and self.service.failure(k) is None:
+                self.service.request(k, front=False)
+
+    def _show(self, instances: Instances | None) -> None:
+        self._shown = instances
+        self.canvas.set_instances(instances)
+        if instances is not None:
+            self.legend.set_counts(instances.classes)
+            self.statusBar().showMessage(f"{len(instances)} instances", 3000)
+        self.instances_changed.emit(instances)
+
+    # ================================================================== editing hooks
+    def current_instances(self) -> Instances | None:
+        """The instances shown for the current image (edited if edited, else predicted)."""
+        return self._shown
+
+    def set_current_instances(self, instances: Instances, edited: bool = True) -> None:
+        """Replace the current image's instances (editing commands call this)."""
+        if edited and self.index >= 0:
+            self._edited[self.index] = instances
+            if self.index not in self._reviewed:
+                self.image_list.set_status(self.index, "edited", len(instances))
+        self._show(instances)
+
+    def toggle_reviewed(self) -> None:
+        i = self.index
+        if i < 0:
+            return
+        if i in self._reviewed:
+            self._reviewed.discard(i)
+            status = "edited" if i in self._edited else (
+                "predicted" if i in self._composed else "not run")
+        else:
+            self._reviewed.add(i)
+            status = "reviewed"
+        count = len(self._shown) if self._shown is not None else None
+        self.image_list.set_status(i, status, count)
+
+    # ================================================================== messages, status
+    def show_error(self, message: str) -> None:
+        self.last_error = message
+        self.banner.show_message(message)
+        self.statusBar().showMessage(message, 10000)
+        self.error_shown.emit(message)
+
+    def _cursor_moved(self, x: int, y: int, value: str, index: int) -> None:
+        self.pixel_label.setText(f"x {x}  y {y}  value {value}")
+        inst = self.canvas.instances
+        if index < 0 or inst is None or index >= len(inst):
+            self.instance_label.setText("")
+            return
+        c = int(inst.classes[index])
+        name = self.class_names[c] if c < len(self.class_names) else f"class {c}"
+        area = int(inst.masks.areas()[index]) if inst.masks is not None else 0
+        self.instance_label.setText(f"#{index} {name}  score {inst.scores[index]:.2f}  "
+                                    f"area {area} px")
+
+    # ================================================================== dialogs
+    def _ask_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open folder of images")
+        if path:
+            self.open_path(path)
+
+    def _ask_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", "",
+                                              "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp)")
+        if path:
+            self.open_path(path)
+
+    def _ask_coco(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open COCO dataset", "", "COCO (*.json)")
+        if path:
+            self.open_path(path)
+
+    def _ask_model(self, key: str) -> None:
+        config, _ = QFileDialog.getOpenFileName(self, f"{key}: Detectron2 config", "",
+                                                "Config (*.yaml *.yml)")
+        if not config:
+            return
+        weights, _ = QFileDialog.getOpenFileName(self, f"{key}: checkpoint", str(Path(config).parent),
+                                                 "Checkpoint (*.pth *.pkl)")
+        if weights:
+            self.set_model(key, config, weights)
+
+    def _ask_screenshot(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "cellseg.png", "PNG (*.png)")
+        if path:
+            self.grab().save(path)
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent():
+            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self.settings.recent()))
+
+    def _train(self) -> None:
+        QMessageBox.information(self, "Fine-tune", "Fine-tuning is started from the training "
+                                "dialog (cellseg train on the command line meanwhile).")
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About cellseg-gui",
+                          "cellseg-gui: review and correct instance segmentations of microscopy "
+                          "images with Detectron2-compatible Cascade Mask R-CNN and PointRend "
+                          "models.")
+
+    # ================================================================== shutdown
+    def closeEvent(self, event) -> None:
+        self.settings.set_geometry(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        self.service.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,361 @@
+"""Background work: model runs in one QThread with a job queue, light jobs (image loading,
+post-processing) in another, and a cache of raw model outputs.
+
+The queues are managed on the GUI thread; each worker thread only ever holds the one job it is
+running. That keeps reordering (run-now jumps ahead of prefetch), cancelling (drop what is
+pending) and de-duplication free of locks. Errors in a job -- a bad checkpoint, a corrupt image,
+running out of GPU memory -- come back as a message; the thread keeps serving.
+
+Raw outputs are cached per (image, model, config, weights, device, TTA); post-processing
+settings are NOT part of that key, so a Soft-NMS/WBF/threshold toggle re-composes from the cache
+instead of re-running models.
+"""
+from __future__ import annotations
+
+import itertools
+import traceback
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from cellseg.core.errors import CellsegError
+from cellseg.core.structures import Instances
+
+RAW_CACHE_SIZE = 256
+
+
+# ---------------------------------------------------------------------- generic serial queue
+class _Runner(QObject):
+    """Lives in the worker thread; runs one callable per call."""
+
+    finished = Signal(int, object)
+    failed = Signal(int, str)
+
+    @Slot(int, object)
+    def run(self, job_id: int, fn: Callable[[], Any]) -> None:
+        try:
+            result = fn()
+        except Exception as exc:  # every failure becomes a message; the thread lives on
+            self.failed.emit(job_id, describe_error(exc))
+            return
+        self.finished.emit(job_id, result)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line a user can act on."""
+    if isinstance(exc, CellsegError):
+        return str(exc)
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            return ("out of GPU memory: choose the CPU device or close other GPU programs "
+                    f"({str(exc).splitlines()[0]})")
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, MemoryError):
+        return "out of memory while processing this image"
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    site = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{site}"
+
+
+@dataclass
+class _Job:
+    id: int
+    fn: Callable[[], Any]
+    on_done: Callable[[Any], None] | None
+    on_error: Callable[[str], None] | None
+    tag: Any = None
+
+
+class JobQueue(QObject):
+    """One background thread running submitted callables in order, one at a time."""
+
+    _start = Signal(int, object)
+    idle = Signal()
+    job_failed = Signal(str)  # any job's error message (besides its own on_error)
+
+    _ids = itertools.count(1)
+
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName(name)
+        self._runner = _Runner()
+        self._runner.moveToThread(self._thread)
+        self._start.connect(self._runner.run)
+        self._runner.finished.connect(self._finished)
+        self._runner.failed.connect(self._failed)
+        self._pending: deque[_Job] = deque()
+        self._running: _Job | None = None
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any], on_done=None, on_error=None, tag=None,
+               front: bool = False) -> int:
+        job = _Job(next(self._ids), fn, on_done, on_error, tag)
+        (self._pending.appendleft if front else self._pending.append)(job)
+        self._next()
+        return job.id
+
+    def cancel_pending(self, predicate: Callable[[Any], bool] = lambda tag: True) -> int:
+        keep = deque(j for j in self._pending if not predicate(j.tag))
+        dropped = len(self._pending) - len(keep)
+        self._pending = keep
+        return dropped
+
+    def promote(self, predicate: Callable[[Any], bool]) -> bool:
+        """Move pending jobs whose tag matches to the front; True if any."""
+        hit = [j for j in self._pending if predicate(j.tag)]
+        if hit:
+            self._pending = deque(hit + [j for j in self._pending if not predicate(j.tag)])
+        return bool(hit)
+
+    def pending_tags(self) -> list:
+        return [j.tag for j in self._pending]
+
+    @property
+    def running_tag(self):
+        return self._running.tag if self._running else None
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None or bool(self._pending)
+
+    def _next(self) -> None:
+        if self._running is None and self._pending:
+            self._running = self._pending.popleft()
+            self._start.emit(self._running.id, self._running.fn)
+
+    @Slot(int, object)
+    def _finished(self, job_id: int, result) -> None:
+        job, self._running = self._running, None
+        try:
+            if job is not None and job.on_done is not None:
+                job.on_done(result)
+        finally:
+            self._after()
+
+    @Slot(int, str)
+    def _failed(self, job_id: int, message: str) -> None:
+        job, self._running = self._running, None
+        try:
+            if job is not None and job.on_error is not None:
+                job.on_error(message)
+            self.job_failed.emit(message)
+        finally:
+            self._after()
+
+    def _after(self) -> None:
+        self._next()
+        if not self.busy:
+            self.idle.emit()
+
+    def shutdown(self, wait_ms: int = 30000) -> None:
+        self._pending.clear()
+        self._thread.quit()
+        self._thread.wait(wait_ms)
+
+
+# ---------------------------------------------------------------------- inference service
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # "cascade" or "pointrend"
+    config: str
+    weights: str
+
+
+@dataclass(frozen=True)
+class RawKey:
+    image: str
+    model: str
+    config: str
+    weights: str
+    device: str
+    tta: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    key: str
+    device: str
+    class_names: tuple[str, ...]
+
+
+class InferenceService(QObject):
+    """Runs models on images in the background and caches their raw outputs.
+
+    ``raw_ready(RawKey)`` when a result lands in the cache; ``error(message, RawKey|None)`` when
+    a run fails; ``model_loaded(ModelInfo)`` after a model is (re)loaded;
+    ``batch_progress(done, total)`` and ``batch_finished(cancelled)`` for run-all.
+    """
+
+    raw_ready = Signal(object)
+    error = Signal(str, object)
+    model_loaded = Signal(object)
+    batch_progress = Signal(int, int)
+    batch_finished = Signal(bool)
+
+    def __init__(self, device: str = "auto", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.models = JobQueue("cellseg-models", self)
+        self.light = JobQueue("cellseg-light", self)
+        self.device = device
+        self.specs: dict[str, ModelSpec] = {}
+        self.info: dict[str, ModelInfo] = {}
+        self._cache: OrderedDict[RawKey, Instances] = OrderedDict()
+        self._failed: dict[RawKey, str] = {}
+        # touched only from the model thread (inside jobs): loaded predictors and last image
+        self._predictors: dict[tuple, Any] = {}
+        self._last_image: tuple[str, np.ndarray] | None = None
+        self._batch: set[RawKey] = set()
+        self._batch_total = 0
+        self._batch_done = 0
+
+    # ------------------------------------------------------------------ configuration
+    def set_model(self, key: str, config: str | Path, weights: str | Path) -> None:
+        self.specs[key] = ModelSpec(key, str(config), str(weights))
+        self.info.pop(key, None)
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+        self.info.clear()
+
+    def has_model(self, key: str) -> bool:
+        spec = self.specs.get(key)
+        return bool(spec and spec.config and spec.weights)
+
+    def key_for(self, image: str | Path, model: str, tta: bool) -> RawKey:
+        spec = self.specs.get(model) or ModelSpec(model, "", "")
+        return RawKey(str(image), model, spec.config, spec.weights, self.device, bool(tta))
+
+    # ------------------------------------------------------------------ cache
+    def cached(self, key: RawKey) -> Instances | None:
+        value = self._cache.get(key)
+        if value is not None:
+            self._cache.move_to_end(key)
+        return value
+
+    def failure(self, key: RawKey) -> str | None:
+        return self._failed.get(key)
+
+    def clear_failures(self) -> None:
+        self._failed.clear()
+
+    def _store(self, key: RawKey, instances: Instances) -> None:
+        self._cache[key] = instances
+        self._cache.move_to_end(key)
+        while len(self._cache) > RAW_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    # ------------------------------------------------------------------ requests
+    def request(self, key: RawKey, front: bool = True) -> bool:
+        """Queue a model run unless cached/queued/running. Returns True if work is pending."""
+        if key in self._cache:
+            return False
+        if key == self.models.running_tag:
+            return True
+        if key in self.models.pending_tags():
+            if front:
+                self.models.promote(lambda tag: tag == key)
+            return True
+        self.models.submit(lambda: self._run(key), lambda result: self._done(key, result),
+                           lambda message: self._fail(key, message), tag=key, front=front)
+        return True
+
+    def run_all(self, keys: list[RawKey]) -> int:
+        """Queue every key not cached yet (behind current work); progress per finished key."""
+        todo = [k for k in keys if k not in self._cache]
+        self._batch = set(todo)
+        self._batch_total, self._batch_done = len(todo), 0
+        for k in todo:
+            self.request(k, front=False)
+        self.batch_progress.emit(0, self._batch_total)
+        if not todo:
+            self.batch_finished.emit(False)
+        return len(todo)
+
+    def cancel(self) -> int:
+        """Drop every pending model run (the one running finishes and is cached)."""
+        dropped = self.models.cancel_pending()
+        if self._batch_total:
+            self._batch_total = 0
+            self._batch.clear()
+            self.batch_finished.emit(True)
+        return dropped
+
+    @property
+    def busy(self) -> bool:
+        return self.models.busy
+
+    # ------------------------------------------------------------------ light jobs
+    def submit_light(self, fn, on_done, on_error=None, tag=None) -> int:
+        """Image loading and post-processing: never waits behind a model run. Pending light jobs
+        with the same tag are superseded (only the latest request matters)."""
+        if tag is not None:
+            self.light.cancel_pending(lambda t: t == tag)
+        return self.light.submit(fn, on_done, on_error, tag=tag)
+
+    # ------------------------------------------------------------------ model thread side
+    def _run(self, key: RawKey) -> tuple[Instances, ModelInfo]:
+        from cellseg.core.io import read_image
+
+        if not (key.config and key.weights):
+            raise CellsegError(f"no {key.model} model set: choose its config.yaml and "
+                               "checkpoint in the Models panel")
+        predictor = self._predictor(key)
+        if self._last_image is not None and self._last_image[0] == key.image:
+            image = self._last_image[1]
+        else:
+            image = read_image(key.image)
+            self._last_image = (key.image, image)
+        result = predictor(image, tta=key.tta)
+        names = tuple(getattr(predictor, "class_names", ()) or ())
+        return result, ModelInfo(key.model, str(predictor.device), names)
+
+    def _predictor(self, key: RawKey):
+        pkey = (key.config, key.weights, key.device)
+        predictor = self._predictors.get(pkey)
+        if predictor is None:
+            from cellseg.core.engine import load_predictor
+            # keep one predictor per model slot: swapping a checkpoint frees the old one
+            for old in [k for k in self._predictors if k[0] == key.config or k[1] == key.weights]:
+                del self._predictors[old]
+            predictor = load_predictor(key.config, key.weights, device=key.device)
+            self._predictors[pkey] = predictor
+        return predictor
+
+    # ------------------------------------------------------------------ GUI thread side
+    def _done(self, key: RawKey, result) -> None:
+        instances, info = result
+        self._failed.pop(key, None)
+        self._store(key, instances)
+        if self.info.get(key.model) != info:
+            self.info[key.model] = info
+            self.model_loaded.emit(info)
+        self.raw_ready.emit(key)
+        self._batch_step(key)
+
+    def _fail(self, key: RawKey, message: str) -> None:
+        self._failed[key] = message
+        self.error.emit(message, key)
+        self._batch_step(key)
+
+    def _batch_step(self, key: RawKey) -> None:
+        if key not in self._batch:
+            return
+        self._batch.discard(key)
+        self._batch_done += 1
+        self.batch_progress.emit(self._batch_done, self._batch_total)
+        if not self._batch:
+            self._batch_total = 0
+            self.batch_finished.emit(False)
+
+    def shutdown(self) -> None:
+        self.models.shutdown()
+        self.light.shutdown()
