@@ -345,6 +345,10 @@ class ProjectStore:
     def integrity_ok(self) -> bool:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
+    def transaction(self):
+        """Group several store calls into one transaction (all or nothing)."""
+        return _Transaction(self._conn)
+
     # ------------------------------------------------------------ internals
     def _tx(self):
         return _Transaction(self._conn)
@@ -363,16 +367,21 @@ _UPSERT_SQL = (f"INSERT INTO instances {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error); the connection runs in
-    autocommit mode so that nothing else opens transactions behind our back."""
+    autocommit mode so that nothing else opens transactions behind our back. Inside an outer
+    transaction it does nothing: the outer one commits or rolls back everything."""
 
     def __init__(self, conn):
         self.conn = conn
+        self.outer = False
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if self.outer:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         return False
 
 
