@@ -159,10 +159,11 @@ class ImageCanvas(QGraphicsView):
         old = self.transformationAnchor()
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
         self.scale(factor, factor)
-        after = self.mapToScene(anchor.toPoint())
-        delta = after - before
-        self.translate(delta.x(), delta.y())
         self.setTransformationAnchor(old)
+        # scroll so the scene point that was under the anchor is under it again
+        moved = self.mapFromScene(before) - anchor.toPoint()
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
         self.zoom_changed.emit(self.zoom)
 
     def center_on_pixel(self, x: float, y: float) -> None:
