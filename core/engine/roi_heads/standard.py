@@ -91,8 +91,9 @@ def build_mask_branch(cfg, input_shape):
     if not cfg.MODEL.MASK_ON:
         return {}
     m = cfg.MODEL.ROI_MASK_HEAD
-    in_features = list(m.IN_FEATURES) if "IN_FEATURES" in m and m.NAME == "PointRendMaskHead" \
-        else list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+    # a pooled head gets the ROI_HEADS features; a pooler-free head (PointRend) gets them as a
+    # dict and picks its own levels, as upstream does
+    in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
     if m.POOLER_TYPE:
         pooler = build_pooler(m, input_shape, in_features)
         head = ROI_MASK_HEAD.get(m.NAME)(cfg, pooled_shape(m, input_shape, in_features))
