@@ -1,0 +1,232 @@
+"""Correcting masks in the review window: tools, undoable commands, review flow and the project.
+
+``install_editing(window)`` adds to an existing :class:`MainWindow` an "Editing" toolbar,
+keyboard shortcuts, a "Review" dock (counts, filters, brush size, overlap rule), an undo
+"History" dock and a "Project" menu, and returns the :class:`EditingController`
+(also ``window.editing``).
+
+Keyboard-only review: Tab / Shift+Tab step through the visible instances (lowest score first),
+A accepts, X rejects, Del deletes, 1-9 set the class, M merges the selection, Ctrl+R marks the
+image reviewed, N jumps to the next unreviewed image; Ctrl+Z / Ctrl+Shift+Z undo and redo.
+Tools: S select, B brush, E eraser ([ and ] resize), L lasso, P polygon (Enter or right click
+closes), K split along a line, H fill a hole.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QToolBar
+
+from cellseg.core.project.edits import Review
+
+from .controller import EditingController
+from .panel import ReviewPanel, history_view
+from .tools import BrushTool, FillTool, LassoTool, PolygonTool, SelectTool, SplitTool
+
+__all__ = ["install_editing", "EditingController"]
+
+TOOLS = [  # key, label, shortcut, icon (qtawesome name)
+    ("select", "Select", "S", "fa5s.mouse-pointer"),
+    ("brush", "Brush", "B", "fa5s.paint-brush"),
+    ("eraser", "Eraser", "E", "fa5s.eraser"),
+    ("lasso", "Lasso (draw instance)", "L", "fa5s.draw-polygon"),
+    ("polygon", "Polygon (draw instance)", "P", "fa5s.vector-square"),
+    ("split", "Split along a line", "K", "fa5s.cut"),
+    ("fill", "Fill hole", "H", "fa5s.fill-drip"),
+]
+
+
+def _icon(name: str):
+    try:
+        import qtawesome
+
+        return qtawesome.icon(name)
+    except Exception:  # icon fonts unavailable: text-only buttons
+        return QIcon()
+
+
+def install_editing(window) -> EditingController:
+    c = EditingController(window)
+    window.editing = c
+    c.tools = {"select": SelectTool(c), "brush": BrushTool(c), "eraser": BrushTool(c, erase=True),
+               "lasso": LassoTool(c), "polygon": PolygonTool(c), "split": SplitTool(c),
+               "fill": FillTool(c)}
+    c.active_tool = None
+
+    # "1" zooms to 1:1 in the window; number keys set classes while editing
+    one = getattr(window, "actions", {}).get("one")
+    if one is not None:
+        one.setShortcut(QKeySequence("Ctrl+1"))
+
+    bar = QToolBar("Editing", window)
+    bar.setObjectName("editing-toolbar")
+    window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+    group = QActionGroup(window)
+    group.setExclusive(True)
+    c.tool_actions = {}
+
+    def choose(name: str | None) -> None:
+        old = c.active_tool
+        if old is not None:
+            old.deactivate()
+        tool = c.tools.get(name) if name else None
+        c.active_tool = tool
+        if tool is not None:
+            tool.activate()
+        window.canvas.set_tool(tool)
+        if name in c.tool_actions:
+            c.tool_actions[name].setChecked(True)
+
+    c.choose_tool = choose
+    for name, label, key, icon_name in TOOLS:
+        action = QAction(_icon(icon_name), f"{label} ({key})", window)
+        action.setCheckable(True)
+        action.setShortcut(QKeySequence(key))
+        action.triggered.connect(partial(choose, name))
+        group.addAction(action)
+        bar.addAction(action)
+        c.tool_actions[name] = action
+    bar.addSeparator()
+
+    def act(text, slot, keys, icon_name=None, on_bar=False) -> QAction:
+        action = QAction(_icon(icon_name) if icon_name else QIcon(), text, window)
+        action.setShortcuts([QKeySequence(k) for k in keys])
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(lambda checked=False: slot())
+        window.addAction(action)
+        if on_bar:
+            bar.addAction(action)
+        return action
+
+    c.actions = a = {}
+    a["delete"] = act("Delete selected (Del)", c.delete_selected,
+                      [QKeySequence.StandardKey.Delete, "Backspace"], "fa5s.trash", True)
+    a["merge"] = act("Merge selected (M)", c.merge_selected, ["M"], "fa5s.object-group", True)
+    a["accept"] = act("Accept (A)", lambda: c.review_selected(Review.ACCEPTED), ["A"],
+                      "fa5s.check", True)
+    a["reject"] = act("Reject (X)", lambda: c.review_selected(Review.REJECTED), ["X"],
+                      "fa5s.times", True)
+    a["fill_all"] = act("Fill all holes of selected (Shift+H)", c.fill_holes_selected,
+                        ["Shift+H"])
+    a["next_instance"] = act("Next instance (Tab)", lambda: c.select_next(1), ["Tab"])
+    a["previous_instance"] = act("Previous instance (Shift+Tab)", lambda: c.select_next(-1),
+                                 ["Shift+Tab", "Backtab"])
+    a["next_unreviewed"] = act("Next unreviewed image (N)", c.next_unreviewed, ["N"],
+                               "fa5s.forward", True)
+    a["bigger"] = act("Bigger brush (])", lambda: _resize_brush(c, 1.25), ["]"])
+    a["smaller"] = act("Smaller brush ([)", lambda: _resize_brush(c, 0.8), ["["])
+    a["finish_shape"] = act("Finish polygon (Enter)", lambda: _finish_polygon(c),
+                            ["Return", "Enter"])
+    for k in range(1, 10):
+        a[f"class{k}"] = act(f"Class {k}", partial(c.set_class_selected, k - 1), [str(k)])
+
+    # "Mark reviewed" becomes an undoable, saved edit
+    reviewed = getattr(window, "actions", {}).get("reviewed")
+    if reviewed is not None:
+        reviewed.triggered.disconnect()
+        reviewed.triggered.connect(lambda checked=False: c.mark_reviewed())
+        a["reviewed"] = reviewed
+    else:
+        a["reviewed"] = act("Mark image reviewed (Ctrl+R)", c.mark_reviewed, ["Ctrl+R"])
+    bar.addAction(a["reviewed"])
+
+    # class menu (names from the window's legend)
+    edit_menu = getattr(window, "edit_menu", None) or window.menuBar().addMenu("&Edit")
+    class_menu = edit_menu.addMenu("Change &class")
+
+    def fill_class_menu() -> None:
+        class_menu.clear()
+        names = list(getattr(window, "class_names", [])) or [f"class {k + 1}" for k in range(9)]
+        for k, name in enumerate(names):
+            class_menu.addAction(f"{k + 1}: {name}", partial(c.set_class_selected, k))
+
+    class_menu.aboutToShow.connect(fill_class_menu)
+    c.class_menu = class_menu
+    for key in ("delete", "merge", "accept", "reject", "fill_all", "next_instance",
+                "previous_instance", "next_unreviewed"):
+        edit_menu.addAction(a[key])
+
+    # docks
+    panel = ReviewPanel(c, window)
+    dock = QDockWidget("Review", window)
+    dock.setObjectName("review-dock")
+    dock.setWidget(panel)
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    history = QDockWidget("History", window)
+    history.setObjectName("history-dock")
+    c.history = history_view(window.undo_stack, history)
+    history.setWidget(c.history)
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, history)
+    c.panel = panel
+    c.docks = {"review": dock, "history": history}
+    if hasattr(window, "docks"):
+        window.docks.update(c.docks)
+
+    def names_changed(*_):
+        panel.set_classes(list(getattr(window, "class_names", [])))
+
+    window.image_shown.connect(names_changed)
+    c.project_changed.connect(lambda store: panel.set_classes(
+        [cat.name for cat in store.categories()] if store is not None else []))
+
+    # project menu
+    menu = window.menuBar().addMenu("&Project")
+    a["new_project"] = QAction("&New project for this folder…", window)
+    a["new_project"].triggered.connect(lambda: _ask_new_project(window, c))
+    a["open_project"] = QAction("&Open project…", window)
+    a["open_project"].triggered.connect(lambda: _ask_open_project(window, c))
+    a["import_coco"] = QAction("&Import COCO annotations…", window)
+    a["import_coco"].triggered.connect(lambda: _ask_import(window, c))
+    a["export_coco"] = QAction("Export &COCO JSON…", window)
+    a["export_coco"].triggered.connect(lambda: _ask_export(window, c, "coco"))
+    a["export_tiff"] = QAction("Export &label TIFFs…", window)
+    a["export_tiff"].triggered.connect(lambda: _ask_export(window, c, "label-tiff"))
+    for key in ("new_project", "open_project", None, "import_coco", None, "export_coco",
+                "export_tiff"):
+        menu.addSeparator() if key is None else menu.addAction(a[key])
+
+    choose("select")
+    return c
+
+
+def _resize_brush(c: EditingController, factor: float) -> None:
+    c.brush_radius = int(min(200, max(1, round(c.brush_radius * factor)
+                                      + (1 if factor > 1 else -1) * (c.brush_radius < 5))))
+    c.changed.emit()
+
+
+def _finish_polygon(c: EditingController) -> None:
+    tool = c.active_tool
+    if isinstance(tool, PolygonTool):
+        tool.finish()
+
+
+def _ask_new_project(window, c) -> None:
+    path, _ = QFileDialog.getSaveFileName(window, "New project", "project.cellseg",
+                                          "cellseg project (*.cellseg)")
+    if path:
+        c.new_project(path)
+
+
+def _ask_open_project(window, c) -> None:
+    path, _ = QFileDialog.getOpenFileName(window, "Open project", "", "cellseg project (*.cellseg)")
+    if path:
+        c.open_project(path)
+
+
+def _ask_import(window, c) -> None:
+    path, _ = QFileDialog.getOpenFileName(window, "Import COCO annotations", "", "COCO (*.json)")
+    if path:
+        c.import_coco(path)
+
+
+def _ask_export(window, c, fmt: str) -> None:
+    if fmt == "coco":
+        path, _ = QFileDialog.getSaveFileName(window, "Export COCO", "annotations.json",
+                                              "COCO (*.json)")
+    else:
+        path = QFileDialog.getExistingDirectory(window, "Export label TIFFs into folder")
+    if path:
+        c.export(path, fmt)

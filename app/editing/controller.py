@@ -1,0 +1,403 @@
+"""The editing controller: the current image's editing model, selection, review filters and the
+project database, wired to the review window's canvas and undo stack.
+
+Without a project, edits live in the window's per-image memory (``set_current_instances``).
+With a project open (:meth:`open_project`), each image of the window is matched to a project
+image by its path relative to the project's images folder; stored annotations replace the model
+predictions on screen, and every finished edit (and every undo/redo) is one committed
+transaction. A prediction becomes part of the project on its first edit.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from cellseg.core.errors import CellsegError
+from cellseg.core.project import edits as E
+from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
+from cellseg.core.project.store import ProjectStore
+
+from .commands import EditCommand
+
+
+class EditingController(QObject):
+    changed = Signal()  # annotations, selection or filters changed
+    project_changed = Signal(object)  # ProjectStore | None
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.canvas = window.canvas
+        self.undo_stack = window.undo_stack
+        self.store: ProjectStore | None = None
+        self.image_id: int | None = None
+        self.ann: ImageAnnotations | None = None
+        self.stored = False  # the current image's instances are rows of the project
+        self.selected: set[int] = set()  # uids
+        self.allow_overlap = False
+        self.brush_radius = 6
+        self.current_class = 0
+        self.max_score: float | None = None  # review filter: only instances scoring below
+        self.only_class: int | None = None  # review filter: only this class
+        self._rows = np.zeros(0, np.int64)  # ann rows shown on the canvas, in canvas order
+        self._busy = False
+        window.image_shown.connect(self._image_shown)
+        window.instances_changed.connect(self._instances_changed)
+
+    # ================================================================== project
+    def open_project(self, path: str | Path) -> bool:
+        """Open a project and show its images; False (and a message) on error."""
+        try:
+            store = ProjectStore.open(path)
+        except CellsegError as exc:
+            self.window.show_error(str(exc))
+            return False
+        self._set_store(store)
+        if not self.window.open_path(store.images_dir):
+            return False
+        return True
+
+    def new_project(self, path: str | Path, images_dir: str | Path | None = None) -> bool:
+        """Create a project for ``images_dir`` (default: the folder the window shows)."""
+        from cellseg.core.project.exchange import create_project
+
+        if images_dir is None:
+            if self.window.source is None:
+                self.window.show_error("open a folder of images first")
+                return False
+            images_dir = self.window.source.root
+        try:
+            create_project(images_dir, path)
+        except CellsegError as exc:
+            self.window.show_error(str(exc))
+            return False
+        return self.open_project(path)
+
+    def import_coco(self, path: str | Path) -> bool:
+        """Add a COCO file's annotations to the open project (all or nothing)."""
+        from cellseg.core.project.exchange import import_coco
+
+        if self.store is None:
+            self.window.show_error("open or create a project before importing")
+            return False
+        try:
+            summary = import_coco(self.store, path, images_root=self.store.images_dir)
+        except CellsegError as exc:
+            self.window.show_error(str(exc))
+            return False
+        self.window.statusBar().showMessage(
+            f"imported {summary.instances} instances on {summary.images_added + summary.images_matched}"
+            " images", 5000)
+        self._reload_current()
+        return True
+
+    def export(self, path: str | Path, fmt: str = "coco", segmentation: str = "rle",
+               reviewed_only: bool = False) -> bool:
+        from cellseg.core.project.exchange import export_coco, export_label_tiffs
+
+        if self.store is None:
+            self.window.show_error("open or create a project before exporting")
+            return False
+        try:
+            if fmt == "coco":
+                export_coco(self.store, path, segmentation, reviewed_only)
+            else:
+                export_label_tiffs(self.store, path, reviewed_only)
+        except (CellsegError, OSError) as exc:
+            self.window.show_error(f"export failed: {exc}")
+            return False
+        self.window.statusBar().showMessage(f"exported to {path}", 5000)
+        return True
+
+    def close_project(self) -> None:
+        self._set_store(None)
+
+    def _set_store(self, store: ProjectStore | None) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.store = store
+        self.image_id = None
+        self.stored = False
+        self.undo_stack.clear()
+        self.project_changed.emit(store)
+
+    # ================================================================== image changes
+    def _image_shown(self, index: int) -> None:
+        self.selected.clear()
+        self.ann = None
+        self.stored = False
+        self.image_id = None
+        if self.store is None or self.window.image is None:
+            return
+        path = Path(self.window.source.entries[index].path)
+        name = Path(os.path.relpath(path.resolve(), self.store.images_dir)).as_posix()
+        h, w = self.window.image.shape[:2]
+        try:
+            record = self.store.image_by_name(name) or self.store.add_image(name, h, w)
+        except CellsegError as exc:
+            self.window.show_error(str(exc))
+            return
+        if record.image_size != (h, w):
+            self.window.show_error(f"{name} is {w}x{h} but the project has it as "
+                                   f"{record.width}x{record.height}; edits are not saved")
+            return
+        self.image_id = record.id
+        self._reload_current()
+
+    def _reload_current(self) -> None:
+        if self.store is None or self.image_id is None:
+            return
+        has_rows = self.store._conn.execute(
+            "SELECT 1 FROM instances WHERE image_id = ? LIMIT 1", (self.image_id,)).fetchone()
+        if has_rows or self.store.image(self.image_id).reviewed:
+            self.ann = self.store.load(self.image_id)
+            self.stored = True
+            self.selected &= set(self.ann.uids.tolist())
+            self._show(edited=True)
+        elif self.ann is not None:
+            self.ann.reviewed = self.store.image(self.image_id).reviewed
+
+    def _instances_changed(self, instances) -> None:
+        """The window shows new instances (model result, post-processing change, image change)."""
+        if self._busy:
+            return
+        if self.stored:
+            self._show(edited=True)  # the project's annotations win over predictions
+            return
+        image = self.window.image
+        if instances is None or instances.masks is None:
+            if image is None:
+                self.ann = None
+                return
+            self.ann = ImageAnnotations.empty(image.shape[:2], self._uid_source())
+        else:
+            source = self._uid_source()
+            uids = None if source is None else [source() for _ in range(len(instances))]
+            self.ann = ImageAnnotations.from_instances(instances, uids=uids, uid_source=source)
+        self.selected.clear()
+        self._rows = np.arange(len(self.ann))
+        self._apply_filter_view()
+        self.changed.emit()
+
+    def _uid_source(self):
+        return self.store.new_uid if self.store is not None else None
+
+    # ================================================================== applying edits
+    def push(self, edit: Edit | None, already_applied: bool = False) -> bool:
+        """Put a finished edit on the undo stack (which applies and saves it)."""
+        if edit is None or edit.is_noop():
+            return False
+        self.undo_stack.push(EditCommand(self, edit, already_applied))
+        return True
+
+    def run(self, make_edit) -> bool:
+        """``make_edit(ann)`` -> Edit; an EditError becomes a status message."""
+        if self.ann is None:
+            self.window.statusBar().showMessage("no image to edit", 3000)
+            return False
+        try:
+            edit = make_edit(self.ann)
+        except CellsegError as exc:
+            self.window.statusBar().showMessage(str(exc), 5000)
+            return False
+        return self.push(edit)
+
+    def commit(self, edit: Edit, apply: bool = True) -> None:
+        """Apply (unless already applied), save as one transaction, refresh the view."""
+        if self.ann is None:
+            return
+        if self.store is not None and self.image_id is not None and not self.stored:
+            # the predictions shown so far become project rows, then the edit is saved
+            original = self.ann.copy()
+            if not apply:  # a live stroke already changed ann: store what was there before
+                original.undo(edit)
+            try:
+                self.store.add_instances(self.image_id, original.to_instances(), Origin.MODEL,
+                                         ids=original.uids)
+                self.stored = True
+            except (CellsegError, sqlite3.Error) as exc:
+                self.window.show_error(f"cannot save to the project: {exc}")
+        if apply:
+            self.ann.apply(edit)
+        if self.store is not None and self.stored:
+            try:
+                self.store.save_edit(self.image_id, edit)
+            except (CellsegError, sqlite3.Error) as exc:
+                self.window.show_error(f"cannot save to the project: {exc}")
+        self.selected &= set(self.ann.uids.tolist())
+        if edit.reviewed is not None:
+            self._sync_window_reviewed(edit.reviewed[1])
+        self._show(edited=True)
+
+    # ================================================================== view
+    def _show(self, edited: bool) -> None:
+        """Hand the annotations to the window (full overlay update) and apply the filters."""
+        if self.ann is None:
+            return
+        self._busy = True
+        try:
+            self.window.set_current_instances(self.ann.to_instances(), edited=edited)
+        finally:
+            self._busy = False
+        self._apply_filter_view()
+        self.changed.emit()
+
+    def _apply_filter_view(self) -> None:
+        visible = self.visible()
+        self._rows = np.flatnonzero(visible)
+        if len(self._rows) != len(self.ann):
+            self.canvas.set_instances(self.ann.to_instances()[self._rows])
+        self.canvas.overlay.set_selected(self.selected_positions())
+
+    def visible(self) -> np.ndarray:
+        if self.ann is None:
+            return np.zeros(0, bool)
+        return self.ann.visible(max_score=self.max_score, class_id=self.only_class)
+
+    def selected_positions(self) -> list[int]:
+        """Canvas indices of the selected instances."""
+        if self.ann is None or not self.selected:
+            return []
+        return self._canvas_positions(np.searchsorted(self.ann.uids, sorted(self.selected)))[1
+                                                                                           ].tolist()
+
+    def _canvas_positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows shown on the canvas, their canvas indices) of editing-model ``rows``."""
+        rows = np.asarray(rows, np.int64)
+        if len(self._rows) == 0 or len(rows) == 0:
+            return rows[:0], rows[:0]
+        pos = np.searchsorted(self._rows, rows)
+        ok = (pos < len(self._rows)) & (self._rows[np.minimum(pos, len(self._rows) - 1)] == rows)
+        return rows[ok], pos[ok]
+
+    def render_rect(self, rect) -> None:
+        """Re-render only ``rect`` of the overlay from the editing model (live brush strokes)."""
+        if rect is None or self.ann is None:
+            return
+        if len(self._rows) != int(self.visible().sum()) or not np.array_equal(
+                self._rows, np.flatnonzero(self.visible())):
+            self._show(edited=True)  # instances appeared or vanished: full update
+            return
+        overlay = self.canvas.overlay
+        x0, y0, x1, y1 = rect
+        rows = np.searchsorted(self.ann.uids, self.ann.overlapping(rect))
+        rows, pos = self._canvas_positions(rows)
+        local = np.zeros((y1 - y0, x1 - x0), np.int32)
+        if len(rows):
+            # the overlay's stacking: higher scores on top, ties by canvas position
+            order = np.lexsort((pos, self.ann.scores[rows]))
+            inst, ys, xs = self.ann.masks[rows[order]].pixel_coordinates()
+            inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+            local[ys[inside] - y0, xs[inside] - x0] = pos[order][inst[inside]] + 1
+        overlay.labels[y0:y1, x0:x1] = local
+        overlay.update_region(x0, y0, x1, y1)
+
+    def _sync_window_reviewed(self, reviewed: bool) -> None:
+        shown_reviewed = self.window.index in getattr(self.window, "_reviewed", set())
+        if shown_reviewed != reviewed:
+            self._busy = True
+            try:
+                self.window.toggle_reviewed()
+            finally:
+                self._busy = False
+
+    # ================================================================== selection
+    def select_at(self, x: float, y: float, add: bool = False) -> int | None:
+        if self.ann is None:
+            return None
+        uid = self.ann.instance_at(x, y, self.visible())
+        if not add:
+            self.selected = set() if uid is None else {uid}
+        elif uid is not None:
+            self.selected ^= {uid}
+        self.canvas.overlay.set_selected(self.selected_positions())
+        self.changed.emit()
+        return uid
+
+    def select_next(self, step: int = 1) -> int | None:
+        """Keyboard review: select the next visible instance, lowest score first."""
+        if self.ann is None:
+            return None
+        rows = np.flatnonzero(self.visible())
+        if rows.size == 0:
+            return None
+        rows = rows[np.argsort(self.ann.scores[rows], kind="stable")]
+        uids = self.ann.uids[rows].tolist()
+        current = next(iter(self.selected)) if len(self.selected) == 1 else None
+        k = uids.index(current) + step if current in uids else (0 if step > 0 else -1)
+        uid = uids[k % len(uids)]
+        self.selected = {uid}
+        self.canvas.overlay.set_selected(self.selected_positions())
+        x0, y0, x1, y1 = self.ann.masks.windows[self.ann.index_of(uid)]
+        self.canvas.center_on_pixel((x0 + x1) / 2, (y0 + y1) / 2)
+        self.changed.emit()
+        return uid
+
+    def single_selected(self) -> int | None:
+        return next(iter(self.selected)) if len(self.selected) == 1 else None
+
+    # ================================================================== commands
+    def delete_selected(self) -> bool:
+        return bool(self.selected) and self.run(lambda a: E.delete(a, self.selected))
+
+    def set_class_selected(self, class_id: int) -> bool:
+        self.current_class = int(class_id)
+        return bool(self.selected) and self.run(lambda a: E.set_class(a, self.selected, class_id))
+
+    def review_selected(self, review: Review) -> bool:
+        return bool(self.selected) and self.run(lambda a: E.set_review(a, self.selected, review))
+
+    def merge_selected(self) -> bool:
+        return self.run(lambda a: E.merge(a, self.selected))
+
+    def fill_holes_selected(self) -> bool:
+        uid = self.single_selected()
+        return uid is not None and self.run(lambda a: E.fill_holes(a, uid))
+
+    def mark_reviewed(self, reviewed: bool | None = None) -> bool:
+        if self.ann is None:
+            return False
+        flag = (not self.ann.reviewed) if reviewed is None else bool(reviewed)
+        return self.run(lambda a: E.set_image_reviewed(a, flag))
+
+    def next_unreviewed(self) -> bool:
+        """Show the next image not marked reviewed (project images, or the window's list)."""
+        source = self.window.source
+        if source is None:
+            return False
+        names = [Path(e.path) for e in source.entries]
+        if self.store is not None:
+            done = {(self.store.images_dir / im.file_name).resolve()
+                    for im in self.store.images(reviewed=True)}
+        else:
+            done = {names[i].resolve() for i in getattr(self.window, "_reviewed", set())}
+        n = len(names)
+        for k in range(1, n + 1):
+            i = (self.window.index + k) % n
+            if names[i].resolve() not in done:
+                self.window.image_list.set_current(i)
+                return True
+        self.window.statusBar().showMessage("every image is reviewed", 5000)
+        return False
+
+    def set_filter(self, max_score: float | None = None, only_class: int | None = None) -> None:
+        self.max_score, self.only_class = max_score, only_class
+        if self.ann is not None:
+            self.selected &= set(self.ann.uids[self.visible()].tolist())
+            self._show(edited=self.stored or self.window.index in getattr(
+                self.window, "_edited", {}))
+
+    def counts(self) -> dict[str, int]:
+        """Counts of the current image (deleted ones from the project)."""
+        if self.ann is None:
+            return {}
+        c = dict(self.ann.counts())
+        c["deleted"] = (self.store.counts(self.image_id).deleted
+                        if self.store is not None and self.image_id is not None and self.stored
+                        else 0)
+        c["shown"] = int(self.visible().sum())
+        return c
