@@ -54,3 +54,34 @@ def cascade_model(fixtures_dir) -> tuple[str, str]:
 def pointrend_model(fixtures_dir) -> tuple[str, str]:
     d = Path(fixtures_dir) / "pointrend"
     return str(d / "config.yaml"), str(d / "model_final.pth")
+
+
+FAST_CONFIG = """\
+_BASE_: {base}
+# the fixture model at a smaller test size: same weights, a few times faster on a CPU
+INPUT:
+  MIN_SIZE_TEST: 256
+  MAX_SIZE_TEST: 512
+TEST:
+  AUG:
+    MIN_SIZES: [256]
+    MAX_SIZE: 512
+"""
+
+
+@pytest.fixture(scope="session")
+def fast_cascade(tmp_path_factory, cascade_model) -> tuple[str, str]:
+    """A user config that takes the fixture cascade config as _BASE_ and tests at 256 px."""
+    config = tmp_path_factory.mktemp("fast_cascade") / "config.yaml"
+    config.write_text(FAST_CONFIG.format(base=cascade_model[0]))
+    return str(config), cascade_model[1]
+
+
+@pytest.fixture(scope="session")
+def crop_folder(tmp_path_factory, nuclei_dir) -> Path:
+    """Three 192x192 crops of the nuclei image (uint16 TIFFs), a folder to open."""
+    image = tifffile.imread(nuclei_dir / "img2d.tif")
+    folder = tmp_path_factory.mktemp("crops")
+    for name, (y, x) in (("crop_a", (0, 0)), ("crop_b", (160, 200)), ("crop_c", (320, 320))):
+        tifffile.imwrite(folder / f"{name}.tif", image[y:y + 192, x:x + 192])
+    return folder
