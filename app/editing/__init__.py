@@ -60,6 +60,15 @@ def install_editing(window) -> EditingController:
     if one is not None:
         one.setShortcut(QKeySequence("Ctrl+1"))
 
+    # Ctrl+Shift+Z redoes everywhere (a StandardKey shortcut alone gives only Ctrl+Y here)
+    redo_keys = QKeySequence(QKeySequence.StandardKey.Redo)
+    redo = next((x for x in getattr(window, "edit_menu", window.menuBar()).actions()
+                 if x.shortcut() == redo_keys), None)
+    if redo is None:
+        redo = window.undo_stack.createRedoAction(window, "&Redo")
+        window.addAction(redo)
+    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+
     bar = QToolBar("Editing", window)
     bar.setObjectName("editing-toolbar")
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
