@@ -1,0 +1,129 @@
+"""`cellseg predict` end to end, and its one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_util
+
+from cellseg.core.cli import main
+
+
+def _model_args(fixtures_dir, name="mask_rcnn", ext="pth"):
+    folder = fixtures_dir / name
+    return ["--config", str(folder / "config.yaml"), "--weights", str(folder / f"model_final.{ext}")]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1]
+
+
+def test_predict_writes_coco_results(fixtures_dir, nuclei_dir, tmp_path):
+    out = tmp_path / "results.json"
+    rc = main(["predict", *_model_args(fixtures_dir), "--out", str(out),
+               str(nuclei_dir / "img2d.tif"), "--detections-per-image", "150"])
+    assert rc == 0
+    results = json.loads(out.read_text())
+    assert 100 < len(results) <= 150  # the override raised the cap above upstream's 100 default
+    r = results[0]
+    assert r["image_id"] == 1 and r["file_name"] == "img2d.tif" and r["category_id"] == 1
+    x, y, w, h = r["bbox"]
+    mask = mask_util.decode(r["segmentation"])
+    assert mask.shape == (512, 512) and mask.any()
+    ys, xs = np.nonzero(mask)
+    assert x - 1 <= xs.min() and xs.max() <= x + w + 1 and y - 1 <= ys.min() <= ys.max() <= y + h + 1
+    scores = [q["score"] for q in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def _malicious_pickle(path, marker):
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"w": Exploit()}}, f)
+
+
+BAD_INPUTS = ["missing-image", "corrupt-image", "missing-config", "unknown-key", "wrong-type",
+              "other-architecture", "malicious-pth", "malicious-pkl", "not-a-checkpoint"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_nonzero(case, fixtures_dir, nuclei_dir, tmp_path, capsys):
+    image = str(nuclei_dir / "img2d.tif")
+    args = _model_args(fixtures_dir)
+    marker = tmp_path / "pwned"
+    expect = {}
+    if case == "missing-image":
+        image, expect = str(tmp_path / "nope.tif"), "image not found"
+    elif case == "corrupt-image":
+        bad = tmp_path / "bad.png"
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+        image, expect = str(bad), "cannot decode image"
+    elif case == "missing-config":
+        args[1], expect = str(tmp_path / "none.yaml"), "none.yaml"
+    elif case in ("unknown-key", "wrong-type"):
+        cfg = tmp_path / "config.yaml"
+        text = (fixtures_dir / "mask_rcnn" / "config.yaml").read_text()
+        if case == "unknown-key":
+            text = text.replace("  MASK_ON: true", "  MASK_ON: true\n  MASK_ONN: true")
+            expect = "MODEL.MASK_ONN"
+        else:
+            text = text.replace("    NUM_CLASSES: 1\n", "    NUM_CLASSES: one\n")
+            expect = "MODEL.ROI_HEADS.NUM_CLASSES"
+        cfg.write_text(text)
+        args[1] = str(cfg)
+    elif case == "other-architecture":
+        args[3] = str(fixtures_dir / "cascade_gn_dconv" / "model_final.pth")
+        expect = "does not fit"
+    elif case == "malicious-pth":
+        bad = tmp_path / "model.pth"
+        _malicious_pickle(bad, marker)
+        args[3], expect = str(bad), "refusing to load"
+    elif case == "malicious-pkl":
+        bad = tmp_path / "model.pkl"
+        _malicious_pickle(bad, marker)
+        args[3], expect = str(bad), "refusing to load"
+    elif case == "not-a-checkpoint":
+        bad = tmp_path / "model.pth"
+        bad.write_text("hello")
+        args[3], expect = str(bad), "cannot read checkpoint"
+    rc = main(["predict", *args, "--out", str(tmp_path / "r.json"), image])
+    line = _error_line(capsys)
+    assert rc == 2
+    assert line.startswith("cellseg predict: error:") and expect in line, line
+    assert not marker.exists(), "the malicious pickle ran code"
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_control_the_malicious_pickle_does_run_code_when_unpickled_unsafely(tmp_path):
+    """Shows the payload above is real: a plain unpickler executes it."""
+    marker = tmp_path / "pwned"
+    _malicious_pickle(tmp_path / "x.pkl", marker)
+    with open(tmp_path / "x.pkl", "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_cli_exit_status_from_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cellseg.core.cli", "predict", "--config",
+                           str(tmp_path / "c.yaml"), "--weights", str(tmp_path / "w.pth"),
+                           "--out", str(tmp_path / "o.json"), str(tmp_path / "i.png")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "error" in proc.stderr
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(fixtures_dir, nuclei_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the cuda path is exercised by the parity tests there")
+    rc = main(["predict", *_model_args(fixtures_dir), "--device", "cuda", "--out",
+               str(tmp_path / "r.json"), str(nuclei_dir / "img2d.tif")])
+    assert rc == 2 and "no CUDA GPU" in _error_line(capsys)
