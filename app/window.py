@@ -337,13 +337,14 @@ class MainWindow(QMainWindow):
         self.image = image
         self._shown = None
         self._wanted = None
+        self.banner.hide()  # an earlier image's error; this image's own errors show again
         self.canvas.set_image(image)
         self.display_panel.set_contrast(self.canvas.contrast)
         self.image_shown.emit(index)
         self.refresh()
 
     def _image_failed(self, index: int, message: str) -> None:
-        self.image_list.set_status(index, "error")
+        self.image_list.set_status(index, "error", tooltip=message)
         if index == self.index:
             self.image = None
             self.canvas.set_image(None)
@@ -405,11 +406,20 @@ class MainWindow(QMainWindow):
             self.legend.set_counts(self._shown.classes)
 
     def _model_error(self, message: str, key: RawKey | None) -> None:
+        current = self._current_path()
         if key is not None and self.source is not None:
             for i, e in enumerate(self.source.entries):
                 if str(e.path) == key.image:
-                    self.image_list.set_status(i, "error")
-        self.show_error(message)
+                    self.image_list.set_status(i, "error", tooltip=message)
+        if key is None or key.image == current:
+            self.show_error(message)
+        else:  # a prefetch or batch job for another image: the list shows it, no banner
+            self.statusBar().showMessage(f"{Path(key.image).name}: {message}", 10000)
+
+    def _current_path(self) -> str | None:
+        if self.source is None or not 0 <= self.index < len(self.source.entries):
+            return None
+        return str(self.source.entries[self.index].path)
 
     # ================================================================== results
     def _keys(self, index: int) -> list[RawKey]:
@@ -440,7 +450,8 @@ class MainWindow(QMainWindow):
         failures = [self.service.failure(k) for k in keys if self.service.failure(k)]
         if failures and not force:
             self._show(None)
-            return  # shown already; Run retries
+            self.show_error(failures[0])  # Run (or new model paths) retries
+            return
         raws = {k.model: self.service.cached(k) for k in keys}
         if any(v is None for v in raws.values()):
             for k in keys:

@@ -46,7 +46,8 @@ class ImageListPanel(QWidget):
     def count(self) -> int:
         return self.tree.topLevelItemCount()
 
-    def set_status(self, index: int, status: str, count: int | None = None) -> None:
+    def set_status(self, index: int, status: str, count: int | None = None,
+                   tooltip: str = "") -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         item = self.tree.topLevelItem(index)
@@ -54,6 +55,7 @@ class ImageListPanel(QWidget):
             return
         item.setText(1, status)
         item.setIcon(1, icon(_ICON[status]))
+        item.setToolTip(1, tooltip or status)
         if count is not None:
             item.setText(2, str(count))
             item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

@@ -1,13 +1,18 @@
 """Post-processing panel: model choice, TTA, Soft-NMS, score threshold, max detections.
 
-The values map one-to-one onto ``core.postprocess.pipeline.Settings`` fields (``values()``);
-the model choice says which raw outputs are composed, and TTA is a model-run option.
+The values map one-to-one onto ``core.postprocess.pipeline.Settings`` fields (``values()``) and
+start at its defaults, except the score threshold, which starts at 0.5 so a first look is not
+buried under low-confidence detections. The model choice says which raw outputs are composed;
+TTA is a model-run option (part of the raw-output cache key), not a Settings field.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                QLabel, QSlider, QSpinBox, QWidget)
+
+from cellseg.core.postprocess.pipeline import Settings
+from cellseg.core.postprocess.soft_nms import METHODS
 
 CHOICES = (("cascade", "Cascade Mask R-CNN"), ("pointrend", "PointRend"),
            ("ensemble", "Ensemble (WBF of both)"))
@@ -27,20 +32,23 @@ class PostprocessPanel(QWidget):
             self.model.addItem(title, key)
         self.tta = QCheckBox("Test-time augmentation", self)
         self.soft_nms = QCheckBox("Soft-NMS", self)
+        defaults = Settings()
         self.method = QComboBox(self)
-        self.method.addItems(["gaussian", "linear"])
+        self.method.addItems(list(METHODS))
+        self.method.setCurrentText(defaults.soft_nms_method)
         self.sigma = QDoubleSpinBox(self)
         self.sigma.setRange(0.01, 5.0)
         self.sigma.setSingleStep(0.05)
-        self.sigma.setValue(0.5)
+        self.sigma.setValue(defaults.soft_nms_sigma)
         self.score = QSlider(Qt.Orientation.Horizontal, self)
         self.score.setRange(0, 100)
         self.score.setValue(50)
         self.score_label = QLabel("0.50", self)
         self.score_label.setMinimumWidth(32)
         self.max_det = QSpinBox(self)
-        self.max_det.setRange(1, 10000)
-        self.max_det.setValue(1000)
+        self.max_det.setRange(0, 100000)
+        self.max_det.setSpecialValueText("no limit")  # 0 -> Settings.max_detections None
+        self.max_det.setValue(defaults.max_detections or 0)
 
         score_row = QHBoxLayout()
         score_row.addWidget(self.score)
@@ -94,5 +102,5 @@ class PostprocessPanel(QWidget):
             "soft_nms_sigma": float(self.sigma.value()),
             "wbf": self.model_choice() == "ensemble",
             "score_threshold": self.score_threshold(),
-            "max_detections": int(self.max_det.value()),
+            "max_detections": int(self.max_det.value()) or None,
         }

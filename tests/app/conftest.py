@@ -69,12 +69,21 @@ TEST:
 """
 
 
+def _fast(tmp_path_factory, name, model) -> tuple[str, str]:
+    config = tmp_path_factory.mktemp(name) / "config.yaml"
+    config.write_text(FAST_CONFIG.format(base=model[0]))
+    return str(config), model[1]
+
+
 @pytest.fixture(scope="session")
 def fast_cascade(tmp_path_factory, cascade_model) -> tuple[str, str]:
     """A user config that takes the fixture cascade config as _BASE_ and tests at 256 px."""
-    config = tmp_path_factory.mktemp("fast_cascade") / "config.yaml"
-    config.write_text(FAST_CONFIG.format(base=cascade_model[0]))
-    return str(config), cascade_model[1]
+    return _fast(tmp_path_factory, "fast_cascade", cascade_model)
+
+
+@pytest.fixture(scope="session")
+def fast_pointrend(tmp_path_factory, pointrend_model) -> tuple[str, str]:
+    return _fast(tmp_path_factory, "fast_pointrend", pointrend_model)
 
 
 @pytest.fixture(scope="session")
