@@ -13,7 +13,7 @@ import tifffile
 
 from cellseg.core.errors import DataError
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import ImageAnnotations, Origin, Review
+from cellseg.core.project.edits import Origin, Review
 from cellseg.core.project.schema import SCHEMA_VERSION, migrate
 from cellseg.core.project.store import Category, ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances

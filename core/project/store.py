@@ -17,14 +17,14 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..errors import DataError
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks
-from .edits import Edit, ImageAnnotations, InstanceState, Origin, Review, tighten_masks
+from .edits import Edit, ImageAnnotations, Origin, Review, tighten_masks
 from .rle import decode_rle_strings
 from .schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 
