@@ -45,6 +45,7 @@ class EditingController(QObject):
         self.only_class: int | None = None  # review filter: only this class
         self._rows = np.zeros(0, np.int64)  # ann rows shown on the canvas, in canvas order
         self._busy = False
+        self._last_shown = None  # the Instances last handed to the window
         window.image_shown.connect(self._image_shown)
         window.instances_changed.connect(self._instances_changed)
 
@@ -128,6 +129,7 @@ class EditingController(QObject):
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:
         self.selected.clear()
+        self._last_shown = None
         self.ann = None
         self.stored = False
         self.image_id = None
@@ -165,8 +167,10 @@ class EditingController(QObject):
         """The window shows new instances (model result, post-processing change, image change)."""
         if self._busy:
             return
-        if self.stored:
-            self._show(edited=True)  # the project's annotations win over predictions
+        if self.stored or (instances is not None and instances is self._last_shown):
+            # the project's annotations win over predictions; and the window re-showing what
+            # this controller gave it (its per-image memory) must not reset the editing model
+            self._show(edited=True)
             return
         image = self.window.image
         if instances is None or instances.masks is None:
@@ -240,7 +244,8 @@ class EditingController(QObject):
             return
         self._busy = True
         try:
-            self.window.set_current_instances(self.ann.to_instances(), edited=edited)
+            self._last_shown = self.ann.to_instances()
+            self.window.set_current_instances(self._last_shown, edited=edited)
         finally:
             self._busy = False
         self._apply_filter_view()

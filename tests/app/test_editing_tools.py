@@ -261,3 +261,23 @@ def test_bad_import_in_the_app_shows_the_problem_and_changes_nothing(qtbot, wind
     assert window.banner.isVisible()
     assert c.ann.same_as(snapshot) and stored(c).same_as(snapshot)
     assert c.store.path.read_bytes() == before
+
+
+def test_editing_without_a_project_survives_window_refreshes(qtbot, window, nuclei_dir,
+                                                            nuclei_instances):
+    from cellseg.app.editing import install_editing
+
+    c = install_editing(window)
+    assert window.open_path(nuclei_dir / "img2d.tif")
+    qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
+    window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
+    assert c.ann is not None and len(c.ann) == 125 and c.store is None
+    window.activateWindow()
+    uid = int(c.ann.uids[7])
+    click(qtbot, window.canvas, *centre(c, uid))
+    before = c.ann.copy()
+    key(qtbot, window, Qt.Key.Key_Delete)
+    after = c.ann.copy()
+    window.refresh()  # e.g. a post-processing change: the window re-shows its edited copy
+    assert c.ann.same_as(after) and len(window.current_instances()) == 124
+    undo_redo_exact(qtbot, window, c, before, after)
