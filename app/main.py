@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="PNG",
                    help="save the window after the first prediction, then exit")
     p.add_argument("--zoom", type=float, help="canvas zoom for --screenshot (1 = 100%%)")
+    p.add_argument("--center", metavar="X,Y", help="image pixel to centre a zoomed screenshot on")
     p.add_argument("--size", default="1500x950", help="window size WxH for --screenshot")
     p.add_argument("--settings", metavar="INI",
                    help="keep settings in this INI file instead of the user's settings")
@@ -59,12 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     from .window import MainWindow
 
     settings = AppSettings.from_file(args.settings) if args.settings else AppSettings()
-    window = configure(MainWindow(settings), args)
+    window = MainWindow(settings)
+    from .editing import install_editing
+
+    install_editing(window)  # tools, review dock, undo history, Project menu
+    window = configure(window, args)
     if args.screenshot:
         w, h = (int(v) for v in args.size.lower().split("x"))
         window.resize(w, h)
         window.show()
-        return take_screenshot(app, window, Path(args.screenshot), args.zoom)
+        return take_screenshot(app, window, Path(args.screenshot), args.zoom, args.center)
     window.show()
     return app.exec()
 
@@ -93,7 +98,7 @@ def configure(window, args):
     return window
 
 
-def take_screenshot(app, window, out: Path, zoom: float | None) -> int:
+def take_screenshot(app, window, out: Path, zoom: float | None, center: str | None = None) -> int:
     """Wait for the first result (or error), render the window, save it and return."""
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -123,7 +128,10 @@ def take_screenshot(app, window, out: Path, zoom: float | None) -> int:
     if zoom:
         window.canvas.fit_to_window()
         window.canvas.zoom_by(zoom / window.canvas.zoom)
-        if window.image is not None:
+        if center:
+            x, y = (float(v) for v in center.split(","))
+            window.canvas.center_on_pixel(x, y)
+        elif window.image is not None:
             h, w = window.image.shape[:2]
             window.canvas.center_on_pixel(w / 2, h / 2)
     app.processEvents()

@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
         side = QWidget()
         side_layout = QVBoxLayout(side)
         for title, panel in (("Models", self.models_panel), ("Post-processing", self.post_panel),
-                             ("Display", self.display_panel), ("Legend", self.legend)):
+                             ("Display", self.display_panel)):
             box = QGroupBox(title, side)
             box_layout = QVBoxLayout(box)
             box_layout.setContentsMargins(4, 4, 4, 4)
@@ -137,8 +137,13 @@ class MainWindow(QMainWindow):
         right.setObjectName("controls-dock")
         right.setWidget(scroll)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
-        self.docks = {"images": left, "controls": right}
+        legend = QDockWidget("Legend", self)
+        legend.setObjectName("legend-dock")
+        legend.setWidget(self.legend)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, legend)
+        self.docks = {"images": left, "controls": right, "legend": legend}
         self.resizeDocks([left, right], [290, 350], Qt.Orientation.Horizontal)
+        self.resizeDocks([right, legend], [700, 160], Qt.Orientation.Vertical)
 
         self.pixel_label = QLabel("", self)
         self.instance_label = QLabel("", self)
