@@ -91,16 +91,17 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
     if problems:
         raise CheckpointError(f"{path} does not fit the model built from the config: {problems}")
     own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=True)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items() if k in own},
+                          strict=False)  # check_state_dict above is the strict check
     return {k: v for k, v in ckpt.items() if k not in ("model", "blobs")}
 
 
 def check_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> str:
     own = model.state_dict()
-    # upstream pickles carry a few bookkeeping arrays that are not weights
+    # BatchNorm's step counter is bookkeeping, not a weight: tolerate it missing or extra
     weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")
                or k in own}
-    missing = sorted(set(own) - set(weights))
+    missing = sorted(k for k in set(own) - set(weights) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(weights) - set(own))
     shapes = sorted(f"{k} {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
                     for k in set(own) & set(weights) if weights[k].shape != own[k].shape)

@@ -39,6 +39,8 @@ class FrozenBatchNorm2d(nn.Module):
         bias = self.bias - self.running_mean * scale
         scale = scale.reshape(1, -1, 1, 1).to(x.dtype)
         bias = bias.reshape(1, -1, 1, 1).to(x.dtype)
+        if torch.is_inference_mode_enabled():  # same arithmetic, no temporaries
+            return x.mul_(scale).add_(bias)
         return x * scale + bias
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

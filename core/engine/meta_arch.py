@@ -22,6 +22,7 @@ class GeneralizedRCNN(nn.Module):
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
         self.input_format = input_format
+        self.memory_format = torch.contiguous_format
         # not persistent: Detectron2 checkpoints do not carry them
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -33,7 +34,13 @@ class GeneralizedRCNN(nn.Module):
     def preprocess(self, images: list[torch.Tensor]):
         """(C, H, W) uint8/float tensors in INPUT.FORMAT order -> padded normalised batch."""
         normed = [(im.to(self.device) - self.pixel_mean) / self.pixel_std for im in images]
-        return batch_images(normed, self.backbone.size_divisibility)
+        batch, sizes = batch_images(normed, self.backbone.size_divisibility)
+        return batch.contiguous(memory_format=self.memory_format), sizes
+
+    def use_channels_last(self, enabled: bool = True) -> "GeneralizedRCNN":
+        """NHWC layout: oneDNN/cuDNN convolutions run ~1.5x faster on it (inference)."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        return self.to(memory_format=self.memory_format)
 
     def forward_detections(self, images: list[torch.Tensor], given_boxes=None) -> list[dict]:
         """Raw detections in the resized input frame (Detectron2's do_postprocess=False).

@@ -35,7 +35,7 @@ class Predictor:
 
     def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None):
         self.cfg = cfg
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device).use_channels_last()
         self.device = device.type
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.class_names = list(class_names) if class_names else [
