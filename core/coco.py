@@ -457,8 +457,7 @@ def parse_coco_results(data, dataset: CocoDataset, source: str = "<results>"
     out = {}
     for image_id, dets in per_image.items():
         im = images[image_id]
-        for k, d in enumerate(dets):
-            d.setdefault("id", k)
+        dets = [d if "id" in d else dict(d, id=f"#{k}") for k, d in enumerate(dets)]
         inst = _instances_of(im, dets, class_of, with_masks, source)
         scores = np.array([float(d.get("score", 1.0)) for d in dets], np.float32)
         out[image_id] = inst.replace(scores=scores).sorted_by_score()
