@@ -22,6 +22,7 @@ from cellseg.core.errors import CellsegError
 from cellseg.core.structures import Instances
 
 from .canvas import ImageCanvas
+from .canvas.overlay import prepare_labels
 from .icons import icon
 from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
 from .settings import MODEL_KEYS, AppSettings
@@ -31,11 +32,13 @@ from .workers import InferenceService, ModelInfo, RawKey
 IMAGE_CACHE = 4  # decoded images kept for quick back-and-forth stepping
 
 
-def compose_raw(raw: dict[str, Instances], values: dict) -> Instances:
-    """Post-process raw model outputs with the panel's values (runs in the light thread)."""
+def compose_raw(raw: dict[str, Instances], values: dict):
+    """Post-process raw model outputs with the panel's values, and lay out the overlay's label
+    image for the result: both O(pixels)/O(instances) work, run in the light thread."""
     from cellseg.core.postprocess.pipeline import Settings, compose
 
-    return compose(raw, replace(Settings(), **values))
+    instances = compose(raw, replace(Settings(), **values))
+    return instances, prepare_labels(instances, instances.image_size)
 
 
 class ErrorBanner(QWidget):
@@ -85,6 +88,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._shown: Instances | None = None
         self._composed: dict[int, tuple[object, Instances]] = {}
+        self._prepared = None  # (instances, labels+codes) of the latest composed result
         self._edited: dict[int, Instances] = {}
         self._reviewed: set[int] = set()
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -481,12 +485,14 @@ class MainWindow(QMainWindow):
         values = self.post_panel.values()
         self.service.submit_light(
             lambda: compose_raw(raws, values),
-            lambda inst: self._composed_done(index, ckey, inst),
+            lambda result: self._composed_done(index, ckey, *result),
             lambda msg: self.show_error(f"post-processing failed: {msg}"),
             tag=("compose", index))
 
-    def _composed_done(self, index: int, ckey, instances: Instances) -> None:
+    def _composed_done(self, index: int, ckey, instances: Instances, prepared=None) -> None:
         self._composed[index] = (ckey, instances)
+        if prepared is not None:
+            self._prepared = (instances, prepared)
         if index not in self._edited and index not in self._reviewed:
             self.image_list.set_status(index, "predicted", len(instances))
         if index == self.index and ckey == self._wanted and index not in self._edited:
@@ -515,7 +521,11 @@ class MainWindow(QMainWindow):
 
     def _show(self, instances: Instances | None) -> None:
         self._shown = instances
-        self.canvas.set_instances(instances)
+        prepared = None
+        if self._prepared is not None and self._prepared[0] is instances:
+            # used once: tools may paint into the overlay's label image afterwards
+            prepared, self._prepared = self._prepared[1], None
+        self.canvas.set_instances(instances, prepared=prepared)
         if instances is not None:
             self.legend.set_counts(instances.classes)
             self.statusBar().showMessage(f"{len(instances)} instances", 3000)

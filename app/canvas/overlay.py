@@ -64,19 +64,20 @@ class Overlay:
 
     # ------------------------------------------------------------------ full updates
     def set_instances(self, instances: Instances | None, selected=frozenset(),
-                      image_size: tuple[int, int] | None = None) -> None:
-        """Replace the whole overlay. Higher scores are drawn on top where masks overlap."""
+                      image_size: tuple[int, int] | None = None, prepared=None) -> None:
+        """Replace the whole overlay. Higher scores are drawn on top where masks overlap.
+
+        ``prepared`` is :func:`prepare_labels` of the same instances, computed in a worker
+        thread (the O(pixels) part); without it the labels are computed here."""
         self.instances = instances
         self.selected = frozenset(int(i) for i in selected)
         size = instances.image_size if instances is not None else image_size
         if size is None:
             size = self.labels.shape if self.labels.size else (0, 0)
         h, w = size
-        if instances is not None and instances.masks is not None and len(instances):
-            order = np.argsort(instances.scores, kind="stable")
-            self.labels = instances.masks.label_image(order=order, dtype=np.int32)
-        else:
-            self.labels = np.zeros((h, w), np.int32)
+        if prepared is None or prepared[0].shape != (h, w):
+            prepared = prepare_labels(instances, (h, w))
+        self.labels, code = prepared
         n = len(instances) if instances is not None else 0
         self._classes = (instances.classes.copy() if instances is not None
                          else np.zeros(0, np.int64))
@@ -85,7 +86,7 @@ class Overlay:
             self._buffer = np.zeros((h, w), np.uint32)
             self.image = (QImage(self._buffer.data, w, h, 4 * w,
                                  QImage.Format.Format_ARGB32_Premultiplied) if h and w else None)
-        self._code = _edge_code(self.labels)
+        self._code = code
         self._rebuild_lut()
         self._render_all()
 
@@ -183,6 +184,17 @@ class Overlay:
         if self._buffer.size:
             np.take(self._lut, self._code, out=self._buffer, mode="clip")
         self._notify(None)
+
+
+def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
+    """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe."""
+    h, w = instances.image_size if instances is not None else image_size
+    if instances is not None and instances.masks is not None and len(instances):
+        order = np.argsort(instances.scores, kind="stable")
+        labels = instances.masks.label_image(order=order, dtype=np.int32)
+    else:
+        labels = np.zeros((h, w), np.int32)
+    return labels, _edge_code(labels)
 
 
 def _edge_code(labels: np.ndarray, borders=(True, True, True, True)) -> np.ndarray:

@@ -87,11 +87,13 @@ class ImageCanvas(QGraphicsView):
         self.image_layer.set_image(grey_or_rgb_qimage(self._display), keep=self._display)
 
     # ------------------------------------------------------------------ instances
-    def set_instances(self, instances: Instances | None, selected=frozenset()) -> None:
-        """Full overlay update (new result, or after an edit changed many instances)."""
+    def set_instances(self, instances: Instances | None, selected=frozenset(),
+                      prepared=None) -> None:
+        """Full overlay update (new result, or after an edit changed many instances).
+        ``prepared``: optional ``canvas.overlay.prepare_labels`` output made off the GUI thread."""
         size = instances.image_size if instances is not None else (
             self.image.shape[:2] if self.image is not None else (0, 0))
-        self.overlay.set_instances(instances, selected, image_size=size)
+        self.overlay.set_instances(instances, selected, image_size=size, prepared=prepared)
         self.boxes_layer.set_instances(instances, self.overlay.visible_instances(), size)
         self.hover_layer.set_instance(None, -1)
 

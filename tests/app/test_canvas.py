@@ -223,3 +223,15 @@ def test_tool_receives_image_coordinates_and_blocks_panning(canvas, qtbot):
     assert (canvas.horizontalScrollBar().value(), canvas.verticalScrollBar().value()) == (h0, v0)
     canvas.set_tool(None)
     assert canvas.tool is None
+
+
+def test_labels_prepared_off_thread_render_the_same(canvas, nuclei_instances):
+    from cellseg.app.canvas.overlay import prepare_labels
+
+    direct = canvas.overlay._buffer.copy()
+    labels, code = prepare_labels(nuclei_instances, nuclei_instances.image_size)
+    canvas.set_instances(None)
+    assert (canvas.overlay._buffer >> 24).max() == 0
+    canvas.set_instances(nuclei_instances, prepared=(labels, code))
+    assert canvas.overlay.labels is labels
+    assert np.array_equal(canvas.overlay._buffer, direct)
