@@ -104,7 +104,10 @@ def _ordered_products(s0, final, src, dst, w):
     out = s0.copy()
     if len(dst) == 0:
         return out
-    order = np.lexsort((src, -final[src], dst))
+    m = len(s0)
+    rank = np.empty(m, np.int64)  # position in key order (final desc, index asc)
+    rank[np.lexsort((np.arange(m), -final))] = np.arange(m)
+    order = np.argsort(dst * m + rank[src])  # (dst, src) pairs are unique: no ties
     dst, w = dst[order], w[order]
     first = np.ones(len(dst), bool)
     first[1:] = dst[1:] != dst[:-1]
@@ -152,13 +155,20 @@ def _check(boxes, scores, classes, method, sigma, masks):
 def _box_overlaps(boxes: np.ndarray, classes: np.ndarray):
     """Pairs (a < b) of same-class boxes with positive intersection, and their IoU.
 
-    A sweep along x: with boxes sorted by x0, box i can only meet the boxes after it whose x0
-    is below its x1, so the candidates are contiguous ranges generated without a Python loop.
+    A sweep along x per class: with boxes sorted by (class, x0), box i can only meet the boxes
+    after it of its class whose x0 is below its x1, a contiguous range; the ranges are expanded
+    without a Python loop, pruned by y, and only the survivors get an IoU.
     """
     n = len(boxes)
-    order = np.argsort(boxes[:, 0], kind="stable")
-    x0s = boxes[order, 0]
-    ends = np.searchsorted(x0s, boxes[order, 2], side="left")
+    # one sort key for (class, x): classes shifted apart by more than any coordinate span
+    # (exact in float64: the float32-sized coordinates and small class ids fit its mantissa)
+    lo = float(min(boxes[:, 0].min(), 0.0)) if n else 0.0
+    span = float(boxes[:, 2].max() - lo) + 1.0 if n else 1.0
+    _, cls = np.unique(classes, return_inverse=True)
+    key0 = cls * span + (boxes[:, 0] - lo)
+    key1 = cls * span + (boxes[:, 2] - lo)
+    order = np.argsort(key0, kind="stable")
+    ends = np.searchsorted(key0[order], key1[order], side="left")
     counts = np.maximum(ends - np.arange(n) - 1, 0)
     a_all, b_all, iou_all = [], [], []
     cum = np.concatenate([[0], np.cumsum(counts)])
@@ -168,17 +178,15 @@ def _box_overlaps(boxes: np.ndarray, classes: np.ndarray):
         j = max(j, i + 1)
         rows = np.arange(i, j)
         k = counts[rows]
-        ra = np.repeat(rows, k)
-        rb = _ranges(rows + 1, k)
-        pa, pb = order[ra], order[rb]
-        same = classes[pa] == classes[pb]
-        pa, pb = pa[same], pb[same]
-        iou, inter = _pair_iou(boxes[pa], boxes[pb])
-        ok = inter
-        pa, pb, iou = pa[ok], pb[ok], iou[ok]
-        swap = pa > pb
-        a_all.append(np.where(swap, pb, pa))
-        b_all.append(np.where(swap, pa, pb))
+        pa = order[np.repeat(rows, k)]
+        pb = order[_ranges(rows + 1, k)]
+        ymeet = ((boxes[pa, 1] < boxes[pb, 3]) & (boxes[pb, 1] < boxes[pa, 3])
+                 & (boxes[pa, 0] < boxes[pb, 2]) & (boxes[pb, 0] < boxes[pa, 2]))
+        pa, pb = pa[ymeet], pb[ymeet]
+        iou, meet = _pair_iou(boxes[pa], boxes[pb])
+        pa, pb, iou = pa[meet], pb[meet], iou[meet]
+        a_all.append(np.minimum(pa, pb))
+        b_all.append(np.maximum(pa, pb))
         iou_all.append(iou)
         i = j
     if not a_all:
