@@ -20,11 +20,13 @@ class RasterLayer(QGraphicsItem):
         self._image: QImage | None = None
         self._keep = None  # numpy buffer the QImage points into
         self._smooth = smooth_when_zoomed_out
+        self._mips: dict[int, QImage] = {}  # 2**k -> smoothly downscaled copy (static layers)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
 
     def set_image(self, image: QImage | None, keep=None) -> None:
         old = self.boundingRect()
         self._image, self._keep = image, keep
+        self._mips: dict[int, QImage] = {}
         if self.boundingRect() != old:
             self.prepareGeometryChange()
         self.update()
@@ -38,6 +40,7 @@ class RasterLayer(QGraphicsItem):
         return QRectF(0, 0, self._image.width(), self._image.height())
 
     def update_rect(self, rect: tuple[int, int, int, int] | None) -> None:
+        self._mips.clear()
         if rect is None:
             self.update()
         else:
@@ -54,8 +57,27 @@ class RasterLayer(QGraphicsItem):
         scale = painter.worldTransform().m11()
         # nearest-neighbour when zoomed in (pixels stay crisp squares); smooth for the image
         # when zoomed out, so texture does not alias
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
-                              self._smooth and scale < 1.0)
+        smooth = self._smooth and scale < 1.0
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
+        level = 1
+        while smooth and scale * level * 2 <= 1.0:
+            level *= 2
+        if level > 1:
+            # a smooth-scaled 4M-pixel image on every repaint is the slow part of zoomed-out
+            # redraws; a cached half/quarter-size copy of the (static) image makes it cheap
+            mip = self._mips.get(level)
+            if mip is None:
+                mip = self._image.scaled(max(1, self._image.width() // level),
+                                         max(1, self._image.height() // level),
+                                         Qt.AspectRatioMode.IgnoreAspectRatio,
+                                         Qt.TransformationMode.SmoothTransformation)
+                self._mips[level] = mip
+            sx = mip.width() / self._image.width()
+            sy = mip.height() / self._image.height()
+            src = QRectF(exposed.x() * sx, exposed.y() * sy, exposed.width() * sx,
+                         exposed.height() * sy)
+            painter.drawImage(QRectF(exposed), mip, src)
+            return
         painter.drawImage(QRectF(exposed), self._image, QRectF(exposed))
 
 
