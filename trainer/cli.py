@@ -1,0 +1,117 @@
+"""``cellseg train``: fine-tune or train a Detectron2-compatible model on cell data."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train or fine-tune a model on COCO/research-folder data (Detectron2-compatible output)"
+
+DESCRIPTION = """\
+Train or fine-tune a Detectron2-compatible instance segmentation model (Mask R-CNN, Cascade
+Mask R-CNN, PointRend) and write a run folder: config.yaml, model_NNNNNNN.pth,
+model_final.pth, last_checkpoint, metrics.json (one JSON object per line), evaluation/*.json
+(COCO bbox/segm AP, per-category AP) and plots/*.png.
+
+DATA is a COCO instance JSON (image file names relative to the JSON's folder) or a research
+folder (<root>/<sample>/image.tif + class1.tif ... classK.tif). The class count comes from the
+data. Settings: the config, then the research report's cell defaults (--defaults cells: base LR
+1e-4, warm-up 1000 iterations from 0.001, steps 7000/9000, gamma 0.1, batch 4, 20000 iterations,
+train sizes 400/600/800/1000 max 1333, flip, crop 0.9), then --set KEY VALUE.
+
+Distributed: --num-gpus N (NCCL, one process per GPU) or --num-gpus 0 --num-processes P
+--dist-backend gloo (CPU processes); several machines with --num-machines M --machine-rank R
+--dist-url tcp://HOST:PORT (machine 0's address). SOLVER.IMS_PER_BATCH is the total batch over
+all processes, as in Detectron2; each process reads its own shard of the data.
+
+Stop: create the file STOP in the run folder (or send SIGTERM/Ctrl+C): a checkpoint is written
+at the end of the iteration; continue later with --resume.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="Detectron2 config.yaml of the model (optional with "
+                                         "--resume: the run folder's config.yaml is used)")
+    parser.add_argument("--weights", help="starting checkpoint (.pth/.pkl); class-specific "
+                                          "layers are re-initialised when the class count "
+                                          "differs. Without it: train from scratch")
+    parser.add_argument("--train", required=True, metavar="DATA", help="training data")
+    parser.add_argument("--val", metavar="DATA", help="validation data (COCO AP)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run folder's last checkpoint (model, optimizer, "
+                             "scheduler, iteration)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        dest="overrides", help="config override, e.g. --set SOLVER.MAX_ITER 5000")
+    parser.add_argument("--defaults", choices=["cells", "config"], default="cells",
+                        help="cells: apply the cell-training defaults over the config "
+                             "(default); config: keep the config's solver/input settings")
+    parser.add_argument("--image-root", help="folder the COCO file names are relative to "
+                                             "(default: the JSON file's folder)")
+    parser.add_argument("--log-period", type=int, default=20,
+                        help="iterations between metrics.json lines / progress lines")
+    parser.add_argument("--eval-initial", action="store_true",
+                        help="also evaluate the starting weights on --val "
+                             "(evaluation/initial.json) for a before/after comparison")
+    g = parser.add_argument_group("distributed")
+    g.add_argument("--num-gpus", type=int, default=None, help="GPUs (processes) per machine")
+    g.add_argument("--num-processes", type=int, default=1,
+                   help="CPU processes per machine when --num-gpus is 0")
+    g.add_argument("--num-machines", type=int, default=1)
+    g.add_argument("--machine-rank", type=int, default=0)
+    g.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0, or auto")
+    g.add_argument("--dist-backend", default="auto", choices=["auto", "gloo", "nccl"])
+
+
+def resolve_processes(args) -> tuple[str, int, str]:
+    """(device, processes per machine, backend) from the command line."""
+    import torch
+
+    from cellseg.core.errors import CellsegError
+
+    if args.num_gpus:
+        if args.device == "cpu":
+            raise CellsegError("--num-gpus > 0 needs --device cuda (or auto)")
+        if not torch.cuda.is_available():
+            raise CellsegError(f"--num-gpus {args.num_gpus}: PyTorch finds no CUDA GPU")
+        device, procs = "cuda", args.num_gpus
+    else:
+        device = args.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() and args.num_gpus is None else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise CellsegError("--device cuda: PyTorch finds no CUDA GPU (use --device cpu)")
+        procs = 1 if device == "cuda" else max(1, args.num_processes)
+    backend = args.dist_backend
+    if backend == "auto":
+        backend = "nccl" if device == "cuda" else "gloo"
+    if backend == "nccl" and device != "cuda":
+        raise CellsegError("--dist-backend nccl needs GPUs; use gloo for CPU processes")
+    return device, procs, backend
+
+
+def run(args: argparse.Namespace) -> int:
+    from .distributed import launch
+    from .loop import set_threads, train_worker
+    from .setup import prepare_run
+
+    device, procs, backend = resolve_processes(args)
+    world = procs * args.num_machines
+    prepared = prepare_run(
+        args.config, args.train, args.output, val=args.val, weights=args.weights,
+        resume=args.resume, overrides=[tuple(o) for o in args.overrides],
+        defaults=args.defaults, device=device, world_size=world, log_period=args.log_period,
+        eval_initial=args.eval_initial, image_root=args.image_root)
+    for line in prepared.messages:
+        print(line, flush=True)
+    s = prepared.cfg.SOLVER
+    print(f"training {prepared.cfg.MODEL.ROI_HEADS.NAME} on {len(prepared.train)} image(s) "
+          f"({', '.join(prepared.train.class_names)}), {s.MAX_ITER} iterations, batch "
+          f"{s.IMS_PER_BATCH} over {world} process(es) on {device}; run folder "
+          f"{Path(args.output).resolve()}", flush=True)
+    if world == 1 and device == "cpu":
+        set_threads(1)
+    launch(train_worker, (prepared.cfg, prepared.spec), num_processes=procs,
+           num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, backend=backend)
+    return 0
