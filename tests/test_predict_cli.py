@@ -127,3 +127,35 @@ def test_cuda_request_without_gpu_is_a_clear_error(fixtures_dir, nuclei_dir, tmp
     rc = main(["predict", *_model_args(fixtures_dir), "--device", "cuda", "--out",
                str(tmp_path / "r.json"), str(nuclei_dir / "img2d.tif")])
     assert rc == 2 and "no CUDA GPU" in _error_line(capsys)
+
+
+def test_predict_ensemble_with_soft_nms_matches_core_pipeline(fixtures_dir, nuclei_dir, tmp_path):
+    """--model x2 --wbf --soft-nms writes exactly what core's pipeline composes."""
+    from cellseg.core.engine import load_predictor
+    from cellseg.core.io import read_image
+    from cellseg.core.postprocess.pipeline import Settings, compose
+
+    models = [(fixtures_dir / n / "config.yaml", fixtures_dir / n / "model_final.pth")
+              for n in ("cascade_gn_dconv", "pointrend")]
+    image = read_image(nuclei_dir / "img2d.tif")
+    raw = {f"model{i}": load_predictor(c, w, "cpu")(image) for i, (c, w) in enumerate(models)}
+    expected = compose(raw, Settings(soft_nms=True, wbf=True, score_threshold=0.2))
+    out = tmp_path / "ens.json"
+    args = ["predict", "--wbf", "--soft-nms", "--score-threshold", "0.2", "--out", str(out),
+            str(nuclei_dir / "img2d.tif")]
+    for c, w in models:
+        args += ["--model", str(c), str(w)]
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+    assert len(results) == len(expected) > 0
+    assert np.allclose([r["score"] for r in results], expected.scores)
+    assert all(r["score"] >= 0.2 for r in results)
+    assert [r["segmentation"]["counts"] for r in results] == [
+        m["counts"] for m in expected.masks.to_rle()]
+
+
+def test_several_models_need_wbf(fixtures_dir, nuclei_dir, tmp_path, capsys):
+    c, w = _model_args(fixtures_dir)[1], _model_args(fixtures_dir)[3]
+    rc = main(["predict", "--model", c, w, "--model", c, w, "--out", str(tmp_path / "r.json"),
+               str(nuclei_dir / "img2d.tif")])
+    assert rc == 2 and "--wbf" in _error_line(capsys)
