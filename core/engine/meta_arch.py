@@ -51,8 +51,7 @@ class GeneralizedRCNN(nn.Module):
         batch, sizes = self.preprocess(images)
         features = self.backbone(batch)
         if given_boxes is not None:
-            dets = [{"boxes": b, "classes": c, "scores": s} for b, c, s in given_boxes]
-            return self.roi_heads.predict_masks(features, dets)
+            return self.masks_for_boxes(features, given_boxes)
         proposals, _ = self.proposal_generator(sizes, features)
         dets, _ = self.roi_heads(sizes, features, proposals)
         for d, size in zip(dets, sizes):
@@ -61,10 +60,19 @@ class GeneralizedRCNN(nn.Module):
 
     def forward_boxes_only(self, images: list[torch.Tensor]) -> list[dict]:
         """Detections without the mask branch (used by test-time augmentation)."""
+        return self.boxes_and_features(images)[0]
+
+    def boxes_and_features(self, images: list[torch.Tensor]):
+        """Box detections and the backbone features they came from (for a later mask pass)."""
         batch, sizes = self.preprocess(images)
         features = self.backbone(batch)
         proposals, _ = self.proposal_generator(sizes, features)
-        return self.roi_heads.detect_boxes(sizes, features, proposals)
+        return self.roi_heads.detect_boxes(sizes, features, proposals), features
+
+    def masks_for_boxes(self, features: dict, given_boxes) -> list[dict]:
+        """Mask predictions for given (boxes, classes, scores) per image on computed features."""
+        dets = [{"boxes": b, "classes": c, "scores": s} for b, c, s in given_boxes]
+        return self.roi_heads.predict_masks(features, dets)
 
     def forward_train(self, images: list[torch.Tensor], targets: list[dict]) -> dict:
         """Loss dict for a batch (targets in the resized frame); see cellseg.trainer."""

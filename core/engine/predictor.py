@@ -12,7 +12,7 @@ from ..structures import Instances
 from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
 from .preprocess import resize_shortest_edge
-from .tta import inference_with_tta
+from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -45,6 +45,13 @@ class Predictor:
     def mask_on(self) -> bool:
         return bool(self.cfg.MODEL.MASK_ON)
 
+    def _feature_cache_budget(self) -> int:
+        """TTA keeps backbone features between its two passes: cap them by free memory."""
+        if self.device == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+            return min(FEATURE_CACHE_BYTES, free // 4)
+        return FEATURE_CACHE_BYTES
+
     def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
         with torch.inference_mode():
@@ -54,7 +61,8 @@ class Predictor:
                     self.model, image, min_sizes=list(aug.MIN_SIZES), max_size=aug.MAX_SIZE,
                     flip=aug.FLIP, num_classes=self.num_classes,
                     nms_thresh=self.cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-                    max_dets=self.cfg.TEST.DETECTIONS_PER_IMAGE, mask_on=self.mask_on)
+                    max_dets=self.cfg.TEST.DETECTIONS_PER_IMAGE, mask_on=self.mask_on,
+                    feature_cache_bytes=self._feature_cache_budget())
             resized = resize_shortest_edge(image, self.cfg.INPUT.MIN_SIZE_TEST,
                                            self.cfg.INPUT.MAX_SIZE_TEST)
             # DefaultPredictor feeds float32 pixels

@@ -20,6 +20,8 @@ from .preprocess import resize_shortest_edge
 from .roi_heads.box_head import fast_rcnn_inference_single_image
 
 BATCH_SIZE = 3
+# features of all augmented batches are kept between the box and mask passes up to this size
+FEATURE_CACHE_BYTES = 3 * 2**30
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,25 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 
 def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, max_size: int,
                        flip: bool, num_classes: int, nms_thresh: float, max_dets: int,
-                       mask_on: bool) -> Instances:
+                       mask_on: bool, feature_cache_bytes: int = FEATURE_CACHE_BYTES) -> Instances:
     orig_size = image.shape[:2]
     augs = augmentations(image, min_sizes, max_size, flip)
+    batches = list(_batches(augs))
+    # Upstream runs the backbone twice per augmented image (boxes, then masks). The features
+    # are the same both times (same images, same batch padding), so they are kept for the mask
+    # pass when they fit the budget: half the backbone work, identical numbers.
+    keep_features = mask_on and _feature_bytes(model, batches) <= feature_cache_bytes
+    cached = []
     # 1. boxes from every augmented image, in original coordinates
     boxes, scores, classes = [], [], []
-    for batch in _batches(augs):
-        dets = model.forward_boxes_only([_tensor(a.image) for a in batch])
+    for batch in batches:
+        dets, features = model.boxes_and_features([_tensor(a.image) for a in batch])
+        cached.append(features if keep_features else None)
         for aug, det in zip(batch, dets):
             boxes.append(to_original(det["boxes"], aug, orig_size))
             scores.append(det["scores"])
             classes.append(det["classes"])
+        del features
     boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
     # 2. merge with per-class NMS (one score column per box: its own class)
     scores_2d = torch.zeros(len(boxes), num_classes + 1, device=boxes.device)
@@ -95,12 +105,30 @@ def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, 
     if mask_on:
         # 3. masks for the merged boxes in every augmented image, averaged
         probs = []
-        for batch in _batches(augs):
+        for batch, features in zip(batches, cached):
             given = [(to_augmented(merged["boxes"], a, orig_size), merged["classes"],
                       merged["scores"]) for a in batch]
-            dets = model.forward_detections([_tensor(a.image) for a in batch], given_boxes=given)
+            if features is not None:
+                dets = model.masks_for_boxes(features, given)
+            else:
+                dets = model.forward_detections([_tensor(a.image) for a in batch],
+                                                given_boxes=given)
             for aug, det in zip(batch, dets):
                 p = det["mask_probs"]
                 probs.append(p.flip(dims=[3]) if aug.flip else p)
+        cached.clear()
         merged["mask_probs"] = torch.stack(probs).mean(dim=0)
     return postprocess(merged, orig_size, orig_size)
+
+
+def _feature_bytes(model: GeneralizedRCNN, batches) -> int:
+    """Upper bound of the memory all batches' FPN features take (float32, padded batches)."""
+    div = max(model.backbone.size_divisibility, 1)
+    channels = sum(s.channels / s.stride ** 2 for s in model.backbone.output_shape().values())
+    total = 0
+    for batch in batches:
+        h = max(a.size[0] for a in batch)
+        w = max(a.size[1] for a in batch)
+        h, w = -(-h // div) * div, -(-w // div) * div
+        total += len(batch) * h * w * channels * 4
+    return int(total)
