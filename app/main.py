@@ -1,6 +1,6 @@
 """Entry point of ``cellseg-gui``.
 
-    cellseg-gui [PATH] [--config C --weights W] [--pointrend-config C --pointrend-weights W]
+    cellseg-gui [PATH | --sample] [--config C --weights W] [--pointrend-config C --pointrend-weights W]
                 [--model cascade|pointrend|ensemble] [--device auto|cpu|cuda] [--tta]
                 [--soft-nms] [--score-threshold T] [--screenshot out.png [--zoom Z]]
 
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "segmentations of microscopy images.")
     p.add_argument("path", nargs="?", help="folder of images, image file, COCO .json, or "
                    "research folder (<sample>/image.tif + classN.tif)")
+    p.add_argument("--sample", action="store_true", help="open the bundled sample nuclei image "
+                   "with its demo model (File > Open sample)")
     p.add_argument("--config", help="Cascade Mask R-CNN Detectron2 config.yaml")
     p.add_argument("--weights", help="Cascade Mask R-CNN checkpoint (.pth/.pkl)")
     p.add_argument("--pointrend-config", help="PointRend Detectron2 config.yaml")
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cellseg-gui: --{a.replace('_', '-')} and --{b.replace('_', '-')} go together",
                   file=sys.stderr)
             return 2
+    if args.sample and args.path:
+        print("cellseg-gui: give PATH or --sample, not both", file=sys.stderr)
+        return 2
 
     from PySide6.QtWidgets import QApplication
 
@@ -64,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from .editing import install_editing
 
     install_editing(window)  # tools, review dock, undo history, Project menu
+    from .first_run import install_first_run
+
+    install_first_run(window)  # File > Open sample, guidance, drag-and-drop, tooltips
     window = configure(window, args)
     if args.screenshot:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -78,6 +86,10 @@ def configure(window, args):
     if args.device:
         window.models_panel.set_device(args.device)
         window.set_device(args.device)
+    if args.sample:  # first, so that --config/--weights given with it replace the demo model
+        from .sample import open_sample
+
+        open_sample(window)
     if args.config:
         window.set_model("cascade", str(Path(args.config).resolve()),
                          str(Path(args.weights).resolve()))

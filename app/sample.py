@@ -1,0 +1,64 @@
+"""File > Open sample (and ``cellseg-gui --sample``): the bundled nuclei image with its demo model.
+
+A newcomer has neither data nor a model; the sample gives both, so the first start ends with
+cells segmented on screen. The demo model is put in the Cascade slot for this session only: the
+model paths the user saved in the settings are left as they were (they come back at the next
+start, or through the Model menu).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtGui import QAction
+
+from cellseg.core.errors import CellsegError
+
+SAMPLE_SLOT = "cascade"  # the models-panel slot the demo model goes in
+
+
+def use_model_for_session(window, key: str, config: str | Path, weights: str | Path) -> None:
+    """Show and use a model in slot ``key`` without writing it to the user's settings."""
+    window.models_panel.set_model_paths(key, str(config), str(weights), emit=False)
+    window.service.set_model(key, str(config), str(weights))
+    window.service.clear_failures()
+
+
+def open_sample(window, root: str | Path | None = None) -> bool:
+    """Open the sample image and, when the build ships it, predict with the demo model.
+
+    ``root``: another folder laid out like ``resources/sample`` (default: the bundled one)."""
+    from cellseg.resources import sample
+
+    try:
+        s = sample(root)
+    except CellsegError as exc:
+        window.show_error(str(exc))
+        return False
+    if s.has_model:
+        use_model_for_session(window, SAMPLE_SLOT, s.config, s.weights)
+        window.post_panel.set_model_choice(SAMPLE_SLOT)
+    if not window.open_path(s.image):
+        return False
+    window.setWindowTitle("cellseg-gui — sample: nuclei (2018 Data Science Bowl, via StarDist)")
+    if not s.has_model:
+        window.statusBar().showMessage("sample image opened; this build has no demo model: "
+                                       "set a model in the Models panel", 15000)
+    return True
+
+
+def install_sample(window) -> QAction:
+    """Add File > Open sample (after the other Open actions) as ``window.actions['open_sample']``."""
+    import qtawesome as qta
+
+    action = QAction(qta.icon("mdi6.microscope", color="#404040"), "Open &sample", window)
+    action.setToolTip("Open a bundled nuclei image with a small demo model: predictions appear "
+                      "without any other file")
+    action.setStatusTip(action.toolTip())
+    action.triggered.connect(lambda: open_sample(window))
+    file_menu = window.menuBar().actions()[0].menu()
+    anchor = window.actions.get("open_coco")
+    actions = file_menu.actions()
+    after = actions.index(anchor) + 1 if anchor in actions else 0
+    file_menu.insertAction(actions[after] if after < len(actions) else None, action)
+    window.actions["open_sample"] = action
+    return action
