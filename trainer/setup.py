@@ -68,6 +68,7 @@ def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     saved = output / "config.yaml"
+    (output / "STOP").unlink(missing_ok=True)  # a stop request left from an earlier run
     messages = []
     if config is None:
         if not (resume and saved.is_file()):
