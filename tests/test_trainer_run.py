@@ -23,7 +23,7 @@ from cellseg.core.cli import main as cli_main
 from cellseg.core.coco import CocoImage, load_coco, write_coco
 from cellseg.core.structures import CroppedMasks, Instances
 
-FIXTURES = Path("/work/shared/fixtures/detectron2")
+from tests.conftest import FIXTURES
 TILE = 128
 TRAIN_TILES = [(0, 0), (0, 128), (128, 0), (128, 128)]
 VAL_TILES = [(256, 256)]
