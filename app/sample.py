@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction
 
 from cellseg.core.errors import CellsegError
@@ -41,8 +42,14 @@ def open_sample(window, root: str | Path | None = None) -> bool:
         return False
     window.setWindowTitle("cellseg-gui — sample: nuclei (2018 Data Science Bowl, via StarDist)")
     if not s.has_model:
-        window.statusBar().showMessage("sample image opened; this build has no demo model: "
-                                       "set a model in the Models panel", 15000)
+        def notice(_index=None) -> None:
+            window.image_shown.disconnect(notice)
+            # after the window's own "set the model" hint, which follows image_shown
+            QTimer.singleShot(0, lambda: window.statusBar().showMessage(
+                "sample image opened; this build has no demo model: set a model in the Models "
+                "panel", 15000))
+
+        window.image_shown.connect(notice)
     return True
 
 

@@ -18,10 +18,10 @@ from cellseg.app.sample import open_sample
 from cellseg.core.structures import CroppedMasks
 from cellseg.resources import sample
 
-# the demo model at the panel's default score threshold (0.5) on its own training image; it is
-# measured at about RECALL_MEASURED (see resources/sample/model/README.md): far from perfect, but
-# a broken model, engine or wiring finds next to none
-MIN_RECALL = 0.6
+# the demo model at the panel's default score threshold (0.5) on its own training image: measured
+# recall 0.62 (resources/sample/model/README.md); the fixture it started from gives 0.35, and a
+# broken model, engine or wiring next to none
+MIN_RECALL = 0.55
 
 
 def matched_recall(predicted, labels: np.ndarray, iou: float = 0.5) -> float:
@@ -70,7 +70,7 @@ def test_sample_folder_without_a_model_opens_the_image(window, qtbot, tmp_path):
     with qtbot.waitSignal(window.image_shown, timeout=60_000):
         assert open_sample(window, root)
     assert window.image.shape == (512, 512)
-    assert "no demo model" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "no demo model" in window.statusBar().currentMessage(), timeout=5000)
     assert window.models_panel.model_paths("cascade") == ("", "")
 
 
