@@ -1,0 +1,544 @@
+"""Train > Fine-tune...: a dialog that starts ``cellseg train`` in a QProcess and follows it.
+
+The dialog exports the project's reviewed images with a reproducible train/validation split
+(``cellseg.trainer.project_data``), builds the command line from the chosen model, starting
+weights and key settings, and runs it as a separate process (the GUI stays responsive and a
+crash of the training cannot take the app down). The live panel polls the run folder's
+``metrics.json`` for the progress bar and the loss and AP curves (pyqtgraph), shows the tail of
+the log, and Stop writes the run's ``STOP`` file: the trainer saves a checkpoint and exits. At
+the end the panel shows AP before/after on the validation images and offers to load the new
+weights into the window.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QProgressBar, QPushButton, QSpinBox, QStackedWidget,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+LOG_LINES = 400
+CURVE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+@dataclass
+class TrainingJob:
+    """What the dialog collected; ``command()`` turns it into ``cellseg train`` arguments."""
+
+    config: str
+    output: str
+    train_json: str
+    image_root: str
+    val_json: str | None = None
+    weights: str | None = None
+    max_iter: int = 20000
+    base_lr: float = 1e-4
+    batch: int = 4
+    checkpoint_period: int = 5000
+    eval_period: int = 1000
+    device: str = "auto"
+    log_period: int = 20
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+    def arguments(self) -> list[str]:
+        args = ["-m", "cellseg.core.cli", "train", "--config", self.config,
+                "--train", self.train_json, "--image-root", self.image_root,
+                "--output", self.output, "--device", self.device,
+                "--log-period", str(self.log_period),
+                "--set", "SOLVER.MAX_ITER", str(self.max_iter),
+                "--set", "SOLVER.BASE_LR", repr(float(self.base_lr)),
+                "--set", "SOLVER.IMS_PER_BATCH", str(self.batch),
+                "--set", "SOLVER.CHECKPOINT_PERIOD", str(self.checkpoint_period),
+                "--set", "TEST.EVAL_PERIOD", str(self.eval_period if self.val_json else 0)]
+        if self.weights:
+            args += ["--weights", self.weights]
+        if self.val_json:
+            args += ["--val", self.val_json, "--eval-initial"]
+        for key, value in self.extra:
+            args += ["--set", key, value]
+        return args
+
+
+def parse_extra(text: str) -> list[tuple[str, str]]:
+    """``"KEY VALUE KEY VALUE"`` (values may be tuples without spaces, e.g. (128,256))."""
+    parts = text.split()
+    if len(parts) % 2:
+        raise ValueError("extra settings must be KEY VALUE pairs")
+    return list(zip(parts[0::2], parts[1::2]))
+
+
+def mask_head_key(config: str) -> str:
+    """Which of the window's model slots a config belongs in."""
+    from cellseg.core.config import load_config
+
+    cfg = load_config(config)
+    return "pointrend" if cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead" else "cascade"
+
+
+# ============================================================================== process runner
+class TrainingRunner(QObject):
+    """``cellseg train`` in a QProcess (same Python interpreter), output merged and streamed."""
+
+    output = Signal(str)
+    finished = Signal(int)  # exit code (-1 when the process crashed)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        self.process.setProcessEnvironment(env)
+        self.process.readyReadStandardOutput.connect(self._read)
+        self.process.finished.connect(self._finished)
+        self.process.errorOccurred.connect(self._error)
+        self.output_dir: Path | None = None
+
+    def start(self, job: TrainingJob) -> None:
+        self.output_dir = Path(job.output)
+        self.process.start(sys.executable, job.arguments())
+
+    def running(self) -> bool:
+        return self.process.state() != QProcess.ProcessState.NotRunning
+
+    def request_stop(self) -> None:
+        """Ask the trainer to checkpoint and exit after the current iteration (works on every
+        platform, unlike signals)."""
+        if self.output_dir is not None and self.running():
+            (self.output_dir / "STOP").write_text("stop requested from the app\n")
+
+    def _read(self) -> None:
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        if text:
+            self.output.emit(text)
+
+    def _finished(self, code: int, status) -> None:
+        self._read()
+        crashed = status == QProcess.ExitStatus.CrashExit
+        self.finished.emit(-1 if crashed else int(code))
+
+    def _error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self.output.emit(f"cannot start {sys.executable}: {self.process.errorString()}\n")
+            self.finished.emit(-1)
+
+
+# ============================================================================== live panel
+class MetricsReader:
+    """Reads the new complete lines of metrics.json since the last call."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.rows: list[dict] = []
+
+    def poll(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        size = self.path.stat().st_size
+        if size < self.offset:  # rewritten (a resumed run trims it): read again
+            self.offset, self.rows = 0, []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
+        new = []
+        for line in data[:end].splitlines():
+            try:
+                new.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        self.offset += end
+        self.rows.extend(new)
+        return new
+
+
+class TrainingPanel(QWidget):
+    """Progress, loss/AP curves, log tail, Stop, and at the end AP before/after + load."""
+
+    metrics_updated = Signal(int)  # rows read so far
+    load_requested = Signal(str, str)  # config, weights
+    done = Signal(int)
+
+    def __init__(self, parent=None, poll_ms: int = 1000):
+        super().__init__(parent)
+        self.runner = TrainingRunner(self)
+        self.runner.output.connect(self._append_log)
+        self.runner.finished.connect(self._finished)
+        self.job: TrainingJob | None = None
+        self.reader: MetricsReader | None = None
+        self.exit_code: int | None = None
+        self.weights: Path | None = None
+
+        self.status = QLabel("not started")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m iterations")
+        pg.setConfigOptions(antialias=True)
+        self.loss_plot = pg.PlotWidget(title="losses")
+        self.loss_plot.setLabel("bottom", "iteration")
+        self.loss_plot.setLogMode(y=True)
+        self.loss_plot.addLegend(offset=(-10, 10))
+        self.ap_plot = pg.PlotWidget(title="validation AP (%)")
+        self.ap_plot.setLabel("bottom", "iteration")
+        self.ap_plot.addLegend(offset=(-10, 10))
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.stop_button = QPushButton("Stop (save a checkpoint)")
+        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.setEnabled(False)
+        self.load_button = QPushButton("Load the new weights")
+        self.load_button.setEnabled(False)
+        self.load_button.clicked.connect(self._load)
+        self.ap_table = QTableWidget(0, 3)
+        self.ap_table.setHorizontalHeaderLabels(["metric", "before", "after"])
+        self.ap_table.setVisible(False)
+
+        plots = QHBoxLayout()
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.ap_plot)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.load_button)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.status)
+        lay.addWidget(self.progress)
+        lay.addLayout(plots, 3)
+        lay.addWidget(self.ap_table, 1)
+        lay.addWidget(self.log, 2)
+        lay.addLayout(buttons)
+        self.timer = QTimer(self)
+        self.timer.setInterval(poll_ms)
+        self.timer.timeout.connect(self.poll)
+
+    # ------------------------------------------------------------------ control
+    def start(self, job: TrainingJob) -> None:
+        self.job = job
+        self.exit_code = None
+        self.reader = MetricsReader(Path(job.output) / "metrics.json")
+        self.progress.setRange(0, job.max_iter)
+        self.progress.setValue(0)
+        self.status.setText(f"training: {job.output}")
+        self.stop_button.setEnabled(True)
+        self.load_button.setEnabled(False)
+        self.runner.start(job)
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.runner.request_stop()
+        self.status.setText("stopping: the trainer saves a checkpoint after this iteration...")
+        self.stop_button.setEnabled(False)
+
+    # ------------------------------------------------------------------ updates
+    def poll(self) -> None:
+        if self.reader is None:
+            return
+        new = self.reader.poll()
+        if not new:
+            return
+        rows = self.reader.rows
+        loss_rows = [r for r in rows if "total_loss" in r]
+        if loss_rows:
+            self.progress.setValue(min(int(loss_rows[-1]["iteration"]) + 1,
+                                       self.progress.maximum()))
+        keys = sorted({k for r in loss_rows for k in r if k.startswith("loss")})
+        for k in ["total_loss"] + keys:
+            self._curve(self.loss_plot, k, loss_rows)
+        for k in ("segm/AP", "bbox/AP"):
+            self._curve(self.ap_plot, k, [r for r in rows if k in r])
+        self.metrics_updated.emit(len(rows))
+
+    def _curve(self, plot, key, rows) -> None:
+        pts = [(r["iteration"], r[key]) for r in rows
+               if isinstance(r.get(key), (int, float)) and r[key] == r[key]
+               and (r[key] > 0 or plot is not self.loss_plot)]
+        if not pts:
+            return
+        if key not in self.curves:
+            colour = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
+            self.curves[key] = plot.plot([], [], name=key, pen=pg.mkPen(colour, width=2),
+                                         symbol="o" if plot is self.ap_plot else None,
+                                         symbolSize=6, symbolBrush=colour)
+        xs, ys = zip(*pts)
+        self.curves[key].setData(list(xs), list(ys))
+
+    def _append_log(self, text: str) -> None:
+        for line in text.replace("\r", "\n").splitlines():
+            if line.strip():
+                self.log.appendPlainText(line)
+
+    def _finished(self, code: int) -> None:
+        self.timer.stop()
+        self.poll()
+        self.exit_code = code
+        self.stop_button.setEnabled(False)
+        out = Path(self.job.output)
+        final = out / "model_final.pth"
+        last = out / "last_checkpoint"
+        self.weights = None
+        if final.is_file():
+            self.weights = final
+        elif last.is_file() and (out / last.read_text().strip()).is_file():
+            self.weights = out / last.read_text().strip()
+        if code == 0 and self.weights is not None:
+            self.status.setText(f"finished: {self.weights.name}. Load the new weights into "
+                                "the app?")
+            self.load_button.setEnabled(True)
+            self._show_ap(out / "evaluation")
+        else:
+            self.status.setText(f"training ended with code {code}: see the log below")
+        self.done.emit(code)
+
+    def _show_ap(self, folder: Path) -> None:
+        def read(name):
+            p = folder / name
+            return json.loads(p.read_text()) if p.is_file() else {}
+
+        before, after = read("initial.json"), read("final.json")
+        if not after:
+            return
+        rows = []
+        for t in ("bbox", "segm"):
+            for k, v in after.get(t, {}).items():
+                if k in ("AP", "AP50", "AP75") or k.startswith("AP-"):
+                    rows.append((f"{t} {k}", before.get(t, {}).get(k), v))
+        self.ap_table.setRowCount(len(rows))
+        for i, (name, b, a) in enumerate(rows):
+            for j, v in enumerate((name, _fmt(b), _fmt(a))):
+                self.ap_table.setItem(i, j, QTableWidgetItem(v))
+        self.ap_table.setVisible(True)
+
+    def _load(self) -> None:
+        if self.weights is not None and self.job is not None:
+            self.load_requested.emit(str(Path(self.job.output) / "config.yaml"),
+                                     str(self.weights))
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or v != v else f"{v:.2f}"
+
+
+# ============================================================================== dialog
+class FineTuneDialog(QDialog):
+    """Model, starting weights, project data + split, key settings, output folder -> panel."""
+
+    def __init__(self, window=None, parent=None, poll_ms: int = 1000):
+        super().__init__(parent or window)
+        self.window = window
+        self.setWindowTitle("Fine-tune a model on reviewed images")
+        self.resize(1000, 760)
+        self.stack = QStackedWidget()
+        self.form_page = QWidget()
+        self.panel = TrainingPanel(self, poll_ms)
+        self.panel.load_requested.connect(self._load_weights)
+        self.stack.addWidget(self.form_page)
+        self.stack.addWidget(self.panel)
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #b00020")
+        self.error.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.stack)
+        self._build_form()
+        self.split = None
+        self.log_period: int | None = None  # None: about 50 points per curve, at most every 20
+
+    def _path_row(self, edit: QLineEdit, caption: str, pattern: str | None, folder=False):
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        button = QPushButton("Browse...")
+
+        def browse():
+            if folder:
+                path = QFileDialog.getExistingDirectory(self, caption, edit.text())
+            elif pattern and "save" in caption:
+                path, _ = QFileDialog.getSaveFileName(self, caption, edit.text(), pattern)
+            else:
+                path, _ = QFileDialog.getOpenFileName(self, caption, edit.text(), pattern or "")
+            if path:
+                edit.setText(path)
+
+        button.clicked.connect(browse)
+        row.addWidget(button)
+        return row
+
+    def _build_form(self) -> None:
+        model = QGroupBox("Model")
+        f = QFormLayout(model)
+        self.config_edit = QLineEdit()
+        self.weights_edit = QLineEdit()
+        self.weights_edit.setPlaceholderText("empty = train from scratch")
+        if self.window is not None and hasattr(self.window, "settings"):
+            for key in ("cascade", "pointrend"):
+                config, weights = self.window.settings.model_paths(key)
+                if config and weights:
+                    self.config_edit.setText(config)
+                    self.weights_edit.setText(weights)
+                    break
+        f.addRow("Config (Detectron2 YAML)", self._path_row(self.config_edit, "Model config",
+                                                            "YAML (*.yaml *.yml)"))
+        f.addRow("Starting weights", self._path_row(self.weights_edit, "Starting weights",
+                                                    "Checkpoint (*.pth *.pkl)"))
+        data = QGroupBox("Data: the project's reviewed images")
+        f = QFormLayout(data)
+        self.project_edit = QLineEdit()
+        store = getattr(getattr(self.window, "editing", None), "store", None)
+        if store is not None:
+            self.project_edit.setText(str(store.path))
+        f.addRow("Project", self._path_row(self.project_edit, "Project",
+                                           "cellseg project (*.cellseg *.db);;All files (*)"))
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        self.split_seed = QSpinBox()
+        self.split_seed.setRange(0, 2 ** 31 - 1)
+        f.addRow("Validation fraction", self.val_fraction)
+        f.addRow("Split seed (same seed = same split)", self.split_seed)
+        settings = QGroupBox("Settings (defaults: the research report's recipe for cells)")
+        f = QFormLayout(settings)
+        self.max_iter = QSpinBox()
+        self.max_iter.setRange(1, 10_000_000)
+        self.max_iter.setValue(20000)
+        self.base_lr = QDoubleSpinBox()
+        self.base_lr.setDecimals(6)
+        self.base_lr.setRange(1e-7, 1.0)
+        self.base_lr.setSingleStep(1e-4)
+        self.base_lr.setValue(1e-4)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 1024)
+        self.batch.setValue(4)
+        self.checkpoint_period = QSpinBox()
+        self.checkpoint_period.setRange(1, 10_000_000)
+        self.checkpoint_period.setValue(5000)
+        self.eval_period = QSpinBox()
+        self.eval_period.setRange(0, 10_000_000)
+        self.eval_period.setValue(1000)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.extra = QLineEdit()
+        self.extra.setPlaceholderText("more config overrides: KEY VALUE ... "
+                                      "e.g. INPUT.MIN_SIZE_TRAIN (512,768)")
+        for label, w in (("Iterations", self.max_iter), ("Base learning rate", self.base_lr),
+                         ("Images per batch", self.batch),
+                         ("Checkpoint every", self.checkpoint_period),
+                         ("Evaluate every (0 = at the end)", self.eval_period),
+                         ("Device", self.device), ("Advanced", self.extra)):
+            f.addRow(label, w)
+        out = QGroupBox("Output")
+        f = QFormLayout(out)
+        self.output_edit = QLineEdit()
+        f.addRow("Run folder", self._path_row(self.output_edit, "Run folder", None, folder=True))
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        lay = QVBoxLayout(self.form_page)
+        for w in (model, data, settings, out, self.error):
+            lay.addWidget(w)
+        lay.addStretch(1)
+        lay.addWidget(self.start_button)
+
+    # ------------------------------------------------------------------ actions
+    def job(self) -> TrainingJob:
+        """Validate the form, export the split; raises ValueError / CellsegError."""
+        from cellseg.trainer.project_data import write_project_split
+
+        config = self.config_edit.text().strip()
+        output = self.output_edit.text().strip()
+        project = self.project_edit.text().strip()
+        weights = self.weights_edit.text().strip() or None
+        if not config or not Path(config).is_file():
+            raise ValueError(f"model config not found: {config or '(empty)'}")
+        if weights and not Path(weights).is_file():
+            raise ValueError(f"starting weights not found: {weights}")
+        if not project:
+            raise ValueError("choose the project whose reviewed images to train on")
+        if not output:
+            raise ValueError("choose a run folder for the output")
+        extra = parse_extra(self.extra.text())
+        self.split = write_project_split(project, Path(output) / "data",
+                                         self.val_fraction.value(), self.split_seed.value())
+        return TrainingJob(
+            config=config, output=output, train_json=str(self.split.train_json),
+            val_json=str(self.split.val_json) if self.split.val_json else None,
+            image_root=str(self.split.image_root), weights=weights,
+            max_iter=self.max_iter.value(), base_lr=self.base_lr.value(),
+            batch=self.batch.value(), checkpoint_period=self.checkpoint_period.value(),
+            eval_period=self.eval_period.value(), device=self.device.currentText(),
+            log_period=self.log_period or max(1, min(20, self.max_iter.value() // 50)),
+            extra=extra)
+
+    def start(self) -> bool:
+        from cellseg.core.errors import CellsegError
+
+        try:
+            job = self.job()
+        except (ValueError, CellsegError) as exc:
+            self.error.setText(str(exc))
+            return False
+        self.error.setText("")
+        self.stack.setCurrentWidget(self.panel)
+        self.panel.start(job)
+        return True
+
+    def _load_weights(self, config: str, weights: str) -> None:
+        if self.window is not None and hasattr(self.window, "set_model"):
+            self.window.set_model(mask_head_key(config), config, weights)
+            self.panel.status.setText(f"loaded {weights} into the app")
+
+    def closeEvent(self, event) -> None:
+        if self.panel.runner.running():
+            self.panel.stop()  # never leave an orphan training behind
+            self.panel.runner.process.waitForFinished(60000)
+        super().closeEvent(event)
+
+
+# ============================================================================== menu
+def _find_menu(window, title: str):
+    for action in window.menuBar().actions():
+        menu = action.menu()
+        if menu is not None and action.text().replace("&", "") == title:
+            return menu
+    return window.menuBar().addMenu(f"&{title}")
+
+
+def install_training(window) -> QAction:
+    """Add Train > Fine-tune... to ``window`` (reusing a placeholder Fine-tune action if the
+    window has one); returns the action. The dialog is kept as ``window.training_dialog``."""
+    menu = _find_menu(window, "Train")
+    action = next((a for a in menu.actions() if a.text().replace("&", "").startswith("Fine-tune")),
+                  None)
+    if action is None:
+        action = QAction("&Fine-tune...", window)
+        menu.addAction(action)
+    else:
+        try:
+            action.triggered.disconnect()
+        except (RuntimeError, TypeError):
+            pass
+        action.setText("&Fine-tune...")
+
+    def open_dialog():
+        dialog = getattr(window, "training_dialog", None)
+        if dialog is None or not dialog.isVisible() and not dialog.panel.runner.running():
+            dialog = FineTuneDialog(window)
+            window.training_dialog = dialog
+        dialog.show()
+        dialog.raise_()
+
+    action.triggered.connect(open_dialog)
+    window.training_dialog = None
+    return action
+
+
+__all__ = ["FineTuneDialog", "TrainingPanel", "TrainingRunner", "TrainingJob", "install_training",
+           "parse_extra"]
