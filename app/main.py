@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from .editing import install_editing
 
     install_editing(window)  # tools, review dock, undo history, Project menu
+    from .training import install_training
+
+    install_training(window)  # Train > Fine-tune... (cellseg train in a QProcess)
     from .first_run import install_first_run
 
     install_first_run(window)  # File > Open sample, guidance, drag-and-drop, tooltips
