@@ -62,6 +62,7 @@ def check(bundle: Path, timeout: int) -> tuple[list[str], dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         shot = Path(tmp) / "shot.png"
+        (Path(tmp) / "settings.ini").write_text("")  # a fresh user: no models configured
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         start = time.perf_counter()
         run = subprocess.run([str(exe), "--sample", "--screenshot", str(shot), "--settings",

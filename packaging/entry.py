@@ -2,15 +2,20 @@
 
 ``cellseg-gui [args]`` starts the review window; ``cellseg-gui --cli COMMAND ...`` runs the
 ``cellseg`` command line from the same bundle (``--cli doctor`` for bug reports), so one
-executable and one copy of PyTorch serve both.
+executable and one copy of PyTorch serve both. ``cellseg-gui -m cellseg.core.cli COMMAND ...``
+is the same: that is how the app starts ``cellseg train`` in a child process
+(``sys.executable -m cellseg.core.cli``), and in a bundle ``sys.executable`` is this program.
 """
 import sys
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--cli":
-        from cellseg.core.cli import main as cli_main
+CLI_PREFIXES = (["--cli"], ["-m", "cellseg.core.cli"])
 
-        sys.exit(cli_main(sys.argv[2:]))
+if __name__ == "__main__":
+    for prefix in CLI_PREFIXES:
+        if sys.argv[1:1 + len(prefix)] == prefix:
+            from cellseg.core.cli import main as cli_main
+
+            sys.exit(cli_main(sys.argv[1 + len(prefix):]))
     from cellseg.app.main import main
 
     sys.exit(main())
