@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "project": "cellseg.core.cli.project",
     "export": "cellseg.core.cli.export",
     "train": "cellseg.trainer.cli",
-    "doctor": "cellseg.core.cli.doctor",
+    "doctor": "cellseg.app.doctor",  # reads the app's Qt settings, so it lives in app/
 }
 
 

@@ -161,7 +161,7 @@ def settings(report: Report, ini: str | None) -> list[tuple[str, str, str]]:
         report.problems.append("the app's settings cannot be read")
         return []
     if ini is not None and not Path(ini).is_file():
-        from ..errors import CellsegError
+        from cellseg.core.errors import CellsegError
 
         raise CellsegError(f"settings file not found: {ini}")
     app_settings = AppSettings.from_file(ini) if ini else AppSettings()
@@ -186,13 +186,13 @@ def check_model(name: str, config: str, weights: str, device: str, load: bool) -
         return ModelCheck(name, config, weights, False, "file not found: " + ", ".join(missing))
     if not load:
         return ModelCheck(name, config, weights, None, "files present (not loaded: --no-load)")
-    from ..engine import load_predictor
+    from cellseg.core.engine import load_predictor
 
     start = time.perf_counter()
     try:
         predictor = load_predictor(config, weights, device=device)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer to "does it load"
-        from ..errors import CellsegError
+        from cellseg.core.errors import CellsegError
 
         message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"
         return ModelCheck(name, config, weights, False, message, time.perf_counter() - start)
@@ -258,7 +258,7 @@ def format_report(report: Report) -> str:
 
 
 def run(args) -> int:
-    from ..errors import CellsegError
+    from cellseg.core.errors import CellsegError
 
     if args.device not in ("cpu", "auto") and not args.device.startswith("cuda"):
         raise CellsegError(f"unknown device {args.device!r} (expected cpu, cuda[:N] or auto)")
