@@ -7,14 +7,9 @@ largest ``maxDets`` is raised to ``max(1000, TEST.DETECTIONS_PER_IMAGE)``.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 
-import numpy as np
 import torch
-
-from cellseg.core.coco import coco_dict, coco_results
 
 from .data import DataSource
 
@@ -33,58 +28,27 @@ def predict_dataset(model, cfg, source: DataSource, device) -> dict:
         for im in source.dataset.images:
             out[im.id] = predictor(read_image(source.image_path(im.id)))
     finally:
+        # the Predictor switched the model to inference layout (channels-last): undo it
+        model.use_channels_last(False)
         model.train(was_training)
     return out
 
 
 def coco_evaluate(source: DataSource, predictions: dict, max_dets: int = 1000) -> dict:
-    """bbox and (when masks are predicted) segm AP of ``predictions`` against ``source``."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """bbox and (when masks are predicted) segm AP of ``predictions`` against ``source``.
 
-    ds = source.dataset
-    gt = COCO()
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.dataset = coco_dict(ds.images, ds.categories, ds.instances)
-        gt.createIndex()
-    results = coco_results(ds.categories, predictions)
-    names = ds.class_names
-    out = {}
+    Uses :func:`cellseg.core.evaluation.evaluate` (the same numbers as ``cellseg eval``) with
+    ``max_dets`` detections per image, and flattens per-class AP to ``AP-<name>`` keys, the
+    layout of Detectron2's metrics.json.
+    """
+    from cellseg.core.evaluation import evaluate
+
     with_masks = all(p.masks is not None for p in predictions.values())
-    for iou_type in ("bbox", "segm") if with_masks else ("bbox",):
-        if not results:
-            out[iou_type] = {m: 0.0 for m in METRICS} | {f"AP-{n}": 0.0 for n in names}
-            continue
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes([dict(r) for r in results])
-            ev = COCOeval(gt, dt, iou_type)
-            ev.params.maxDets = [1, 100, max(int(max_dets), 100)]
-            ev.evaluate()
-            ev.accumulate()
-        stats = summarize(ev)
-        precision = ev.eval["precision"]  # (iou, recall, class, area, maxdets)
-        for k, name in enumerate(names):
-            stats[f"AP-{name}"] = _mean_ap(precision[:, :, k, 0, -1])
-        out[iou_type] = stats
-    return out
-
-
-def _mean_ap(p: np.ndarray) -> float:
-    p = p[p > -1]
-    return float(np.mean(p) * 100) if p.size else float("nan")
-
-
-def summarize(ev) -> dict:
-    """AP, AP50, AP75, APs/m/l at the *largest* maxDets. (pycocotools' ``summarize`` computes
-    its first AP at maxDets=100 whatever the parameters say, which caps dense images.)"""
-    precision = ev.eval["precision"]
-    ious = np.asarray(ev.params.iouThrs)
-    out = {"AP": _mean_ap(precision[:, :, :, 0, -1])}
-    for name, thr in (("AP50", 0.5), ("AP75", 0.75)):
-        out[name] = _mean_ap(precision[np.isclose(ious, thr)][:, :, :, 0, -1])
-    for name, area in (("APs", 1), ("APm", 2), ("APl", 3)):
-        out[name] = _mean_ap(precision[:, :, :, area, -1])
-    return out
+    ev = evaluate(source.dataset, predictions, ("bbox", "segm") if with_masks else ("bbox",),
+                  max_dets=int(max_dets))
+    return {iou_type: {m: block[m] for m in METRICS}
+            | {f"AP-{name}": ap for name, ap in block["per_class"].items()}
+            for iou_type, block in ev.metrics.items()}
 
 
 def evaluate_model(model, cfg, source: DataSource, device) -> dict:
