@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cellseg.core.errors import ImageReadError
-from cellseg.core.io import IMAGE_SUFFIXES
+from cellseg.core.io import IMAGE_SUFFIXES, looks_like_label_image
 
 # Files that hold annotations next to their images ("mask2d.tif", "cell_labels.png", ...):
 # listing them as images to predict on would only confuse.
-_ANNOTATION_NAME = re.compile(r"(^|[_\-.])(masks?|labels?|seg|class\d+)([_\-.\d]|$)", re.I)
 _RESEARCH_IMAGE = "image"
 
 
@@ -40,10 +39,6 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def looks_like_annotation(path: Path) -> bool:
-    return bool(_ANNOTATION_NAME.search(path.stem))
-
-
 def open_source(path: str | Path) -> ImageSource:
     """Inspect ``path`` and list its images. Raises ImageReadError/DataError naming the path."""
     path = Path(path).expanduser()
@@ -59,7 +54,7 @@ def open_source(path: str | Path) -> ImageSource:
     research = _research_samples(path)
     if research:
         return ImageSource("research", path, research)
-    files = sorted((p for p in path.iterdir() if is_image_file(p) and not looks_like_annotation(p)),
+    files = sorted((p for p in path.iterdir() if is_image_file(p) and not looks_like_label_image(p)),
                    key=lambda p: natural_key(p.name))
     if not files:
         jsons = sorted(path.glob("*.json"))

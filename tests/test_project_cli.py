@@ -103,7 +103,8 @@ def test_create_with_models_and_plain_images(tmp_path, nuclei_dir, fixtures_dir)
                        "--model", m / "config.yaml", m / "model_final.pth")
     assert rc == 0, err
     with ProjectStore.open(path) as store:
-        assert [i.file_name for i in store.images()] == ["img2d.tif", "mask2d.tif"]
+        # mask2d.tif is the label image of img2d.tif: a folder scan skips it
+        assert [i.file_name for i in store.images()] == ["img2d.tif"]
         assert store.models()[0].weights == str((m / "model_final.pth").resolve())
         assert len(store.categories()) == 4  # the config's NUM_CLASSES
     rc, out, err = cli("project", "info", path)

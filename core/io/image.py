@@ -19,6 +19,7 @@ The display stretch in the app is separate and never changes what the model sees
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,15 @@ import numpy as np
 from ..errors import ImageReadError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+# names of instance-label images stored beside the images they annotate (mask2d.tif,
+# img_labels.png, class1.tif): folder scans skip them
+_LABEL_IMAGE_NAME = re.compile(r"(^|[_\-.])(masks?|labels?|seg|class\d+)([_\-.\d]|$)", re.I)
 PERCENTILES = (1.0, 99.8)
+
+
+def looks_like_label_image(path: str | Path) -> bool:
+    """True for file names that hold annotations rather than images (e.g. ``mask2d.tif``)."""
+    return bool(_LABEL_IMAGE_NAME.search(Path(path).stem))
 
 
 def read_image(path: str | Path) -> np.ndarray:

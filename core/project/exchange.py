@@ -24,7 +24,7 @@ import numpy as np
 
 from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
 from ..errors import CheckpointError, DataError, ImageReadError
-from ..io.image import IMAGE_SUFFIXES
+from ..io.image import IMAGE_SUFFIXES, looks_like_label_image
 from .edits import Origin, Review
 from .store import Category, ProjectStore
 
@@ -68,7 +68,7 @@ def create_project(images_dir: str | Path, out: str | Path, coco_json: str | Pat
                 summary = import_coco(store, dataset, images_root=images_dir)
             on_disk = sorted(p.name for p in images_dir.iterdir()
                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                             and not p.name.startswith("."))
+                             and not p.name.startswith(".") and not looks_like_label_image(p))
             with store.transaction():
                 added = 0
                 for name in on_disk:
