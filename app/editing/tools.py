@@ -183,9 +183,8 @@ class _PathTool(Tool):
         self._update_preview()
 
 
-class LassoTool(_PathTool):
-    """Press, drag around a cell, release: a new instance of the current class."""
-    name = "lasso"
+class _DragPathTool(_PathTool):
+    """Press, drag, release: the path follows the mouse; ``path_done(points)`` acts on release."""
 
     def mouse_press(self, x, y, event) -> bool:
         if _button(event) != LEFT:
@@ -206,10 +205,21 @@ class LassoTool(_PathTool):
         self.points.append((x, y))
         points, self.points = self.points, []
         self._update_preview()
+        self.path_done(points)
+        return True
+
+    def path_done(self, points) -> None:
+        raise NotImplementedError
+
+
+class LassoTool(_DragPathTool):
+    """Press, drag around a cell, release: a new instance of the current class."""
+    name = "lasso"
+
+    def path_done(self, points) -> None:
         c = self.c
         c.run(lambda a: E.draw_instance(a, E.polygon_region(points, a.image_size),
                                         c.current_class, c.allow_overlap, label="Lasso"))
-        return True
 
 
 class PolygonTool(_PathTool):
@@ -250,30 +260,12 @@ class PolygonTool(_PathTool):
                                                c.current_class, c.allow_overlap, label="Polygon"))
 
 
-class SplitTool(_PathTool):
+class SplitTool(_DragPathTool):
     """Drag a line across the selected instance (or the one under the line's start)."""
     name = "split"
     closed = False
 
-    def mouse_press(self, x, y, event) -> bool:
-        if _button(event) != LEFT:
-            return False
-        self.points = [(x, y)]
-        return True
-
-    def mouse_move(self, x, y, event) -> bool:
-        if not self.points:
-            return False
-        self.points.append((x, y))
-        self._update_preview()
-        return True
-
-    def mouse_release(self, x, y, event) -> bool:
-        if not self.points or _button(event) != LEFT:
-            return False
-        self.points.append((x, y))
-        points, self.points = self.points, []
-        self._update_preview()
+    def path_done(self, points) -> None:
         c = self.c
         uid = c.single_selected()
         if uid is None and c.ann is not None:
@@ -283,9 +275,8 @@ class SplitTool(_PathTool):
             uid = max(set(hits), key=hits.count) if hits else None
         if uid is None:
             self.message("split: draw the line across an instance")
-            return True
+            return
         c.run(lambda a: E.split(a, uid, points))
-        return True
 
 
 class FillTool(Tool):
