@@ -74,6 +74,24 @@ class _Job:
     tag: Any = None
 
 
+_gui_thread_gc = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Run Python's cyclic garbage collector only on the GUI thread (once per process).
+
+    With worker threads, an automatic collection can start in a worker and destroy Qt widgets
+    that ended up in reference cycles there; PySide then dead-locks (seen here: a worker
+    building a model froze the app). pyqtgraph's GarbageCollector turns automatic collection
+    off and collects from a QTimer on the GUI thread instead.
+    """
+    global _gui_thread_gc
+    if _gui_thread_gc is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _gui_thread_gc = GarbageCollector(interval=1.0)
+
+
 class JobQueue(QObject):
     """One background thread running submitted callables in order, one at a time."""
 
@@ -85,6 +103,7 @@ class JobQueue(QObject):
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        collect_garbage_on_gui_thread()
         self._thread = QThread()
         self._thread.setObjectName(name)
         self._runner = _Runner()

@@ -1,6 +1,7 @@
 """App fixtures: a main window with throw-away settings, real nuclei instances, model paths."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,14 @@ import pytest
 import tifffile
 
 from cellseg.core.structures import CroppedMasks, Instances
+
+
+@pytest.fixture(autouse=True)
+def _collect_widgets_on_the_gui_thread(qapp):
+    """Destroy each test's leftover widgets here, on the GUI thread, before the next test's
+    worker threads run (a collection inside a worker dead-locks PySide)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
