@@ -1,5 +1,4 @@
 """The SQLite project store: round trips, per-edit transactions, migrations, bad files, SIGKILL."""
-import hashlib
 import signal
 import sqlite3
 import subprocess
@@ -154,18 +153,10 @@ def test_bad_project_files_are_clear_errors_and_untouched(tmp_path):
 
 
 CHILD = textwrap.dedent("""
-    import hashlib, sys
+    import sys
     import numpy as np
     from cellseg.core.project import edits as E
     from cellseg.core.project.store import ProjectStore
-
-    def digest(ann):
-        h = hashlib.sha256()
-        for a in (ann.uids, ann.classes, ann.origins, ann.reviews):
-            h.update(np.ascontiguousarray(a).tobytes())
-        for r in ann.masks.to_rle():
-            h.update(r["counts"].encode())
-        return h.hexdigest()
 
     store = ProjectStore.open(sys.argv[1])
     image_id = int(sys.argv[2])
@@ -183,20 +174,11 @@ CHILD = textwrap.dedent("""
         else:
             edit = E.set_class(ann, [u], i % 4)
         ann.apply(edit)
-        print("pending", i, digest(ann), flush=True)
+        print("pending", i, ann.digest(), flush=True)
         store.save_edit(image_id, edit)
         print("done", i, flush=True)
         i += 1
 """)
-
-
-def _digest(ann):
-    h = hashlib.sha256()
-    for a in (ann.uids, ann.classes, ann.origins, ann.reviews):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for r in ann.masks.to_rle():
-        h.update(r["counts"].encode())
-    return h.hexdigest()
 
 
 def test_sigkill_mid_session_keeps_every_finished_edit(project):
@@ -221,6 +203,6 @@ def test_sigkill_mid_session_keeps_every_finished_edit(project):
     last_done = max(int(l[1]) for l in lines if l[0] == "done")
     with ProjectStore.open(path) as again:
         assert again.integrity_ok()
-        got = _digest(again.load(image.id))
+        got = again.load(image.id).digest()
     # every finished edit is there; at most the one in flight may also have made it
     assert got in {pending[last_done], pending.get(last_done + 1)}

@@ -1,7 +1,6 @@
 """SIGKILL the app mid-session: reopening the project restores every edit that finished."""
 from __future__ import annotations
 
-import hashlib
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from cellseg.core.project.exchange import create_project
 from cellseg.core.project.store import Category, ProjectStore
 
 CHILD = textwrap.dedent("""
-    import hashlib, os, sys, time
+    import os, sys, time
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     import numpy as np
     from PySide6.QtWidgets import QApplication
@@ -23,14 +22,6 @@ CHILD = textwrap.dedent("""
     from cellseg.app.window import MainWindow
     from cellseg.app.editing import install_editing
     from cellseg.core.project import edits as E
-
-    def digest(ann):
-        h = hashlib.sha256()
-        for a in (ann.uids, ann.classes, ann.origins, ann.reviews):
-            h.update(np.ascontiguousarray(a).tobytes())
-        for r in ann.masks.to_rle():
-            h.update(r["counts"].encode())
-        return h.hexdigest()
 
     app = QApplication([])
     window = MainWindow(AppSettings.from_file(sys.argv[2]))
@@ -58,21 +49,12 @@ CHILD = textwrap.dedent("""
             edit = E.set_class(ann, [u], 1)
         preview = ann.copy()
         preview.apply(edit)
-        print("pending", i, digest(preview), flush=True)
+        print("pending", i, preview.digest(), flush=True)
         c.push(edit)
         app.processEvents()
         print("done", i, flush=True)
         i += 1
 """)
-
-
-def _digest(ann) -> str:
-    h = hashlib.sha256()
-    for a in (ann.uids, ann.classes, ann.origins, ann.reviews):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for r in ann.masks.to_rle():
-        h.update(r["counts"].encode())
-    return h.hexdigest()
 
 
 def test_sigkilled_app_loses_no_finished_edit(tmp_path, nuclei_dir, nuclei_instances):
@@ -108,6 +90,6 @@ def test_sigkilled_app_loses_no_finished_edit(tmp_path, nuclei_dir, nuclei_insta
     assert last_done >= 12
     with ProjectStore.open(path) as again:
         assert again.integrity_ok()
-        got = _digest(again.load(image_id))
+        got = again.load(image_id).digest()
     # every finished edit is there; at most the edit in flight made it too
     assert got in {pending[last_done], pending.get(last_done + 1)}
