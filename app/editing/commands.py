@@ -19,11 +19,11 @@ class EditCommand(QUndoCommand):
         self._skip_first_redo = already_applied  # live brush strokes are applied as drawn
 
     def redo(self) -> None:
-        if self._skip_first_redo:
-            self._skip_first_redo = False
-            self.controller.commit(self.edit, apply=False)
-            return
-        self.controller.commit(self.edit)
+        # a refused save (read-only project, disk full) leaves the edit undone on screen too;
+        # an obsolete command is dropped by the stack instead of standing for an unsaved edit
+        applied = self._skip_first_redo
+        self._skip_first_redo = False
+        self.setObsolete(not self.controller.commit(self.edit, apply=not applied))
 
     def undo(self) -> None:
-        self.controller.commit(self.edit.inverse())
+        self.setObsolete(not self.controller.commit(self.edit.inverse()))

@@ -60,6 +60,9 @@ class EditingController(QObject):
         self._set_store(store)
         if not self.window.open_path(store.images_dir):
             return False
+        if store.read_only is not None:
+            self.window.show_error(f"project {store.path} is open read-only ({store.read_only}): "
+                                   "you can look and export, but edits are not saved")
         return True
 
     def new_project(self, path: str | Path, images_dir: str | Path | None = None) -> bool:
@@ -210,32 +213,48 @@ class EditingController(QObject):
             return False
         return self.push(edit)
 
-    def commit(self, edit: Edit, apply: bool = True) -> None:
-        """Apply (unless already applied), save as one transaction, refresh the view."""
+    def commit(self, edit: Edit, apply: bool = True) -> bool:
+        """Apply (unless already applied), save as one transaction, refresh the view.
+
+        Returns False when the project refuses the edit (read-only, disk full, journal lost):
+        the edit is then taken back on screen too, so what is shown is what is saved, and the
+        banner says why.
+        """
         if self.ann is None:
-            return
-        if self.store is not None and self.image_id is not None and not self.stored:
-            # the predictions shown so far become project rows, then the edit is saved
-            original = self.ann.copy()
-            if not apply:  # a live stroke already changed ann: store what was there before
-                original.undo(edit)
-            try:
-                self.store.add_instances(self.image_id, original.to_instances(), Origin.MODEL,
-                                         ids=original.uids)
-                self.stored = True
-            except (CellsegError, sqlite3.Error) as exc:
-                self.window.show_error(f"cannot save to the project: {exc}")
-        if apply:
+            return False
+        saved = self._save(edit, applied=not apply)
+        if saved and apply:
             self.ann.apply(edit)
-        if self.store is not None and self.stored:
-            try:
-                self.store.save_edit(self.image_id, edit)
-            except (CellsegError, sqlite3.Error) as exc:
-                self.window.show_error(f"cannot save to the project: {exc}")
+        elif not saved and not apply:
+            self.ann.undo(edit)  # a live stroke already changed ann
         self.selected &= set(self.ann.uids.tolist())
-        if edit.reviewed is not None:
+        if saved and edit.reviewed is not None:
             self._sync_window_reviewed(edit.reviewed[1])
         self._show(edited=True)
+        return saved
+
+    def _save(self, edit: Edit, applied: bool) -> bool:
+        """Write the edit to the project (if one is open); False if it was refused."""
+        if self.store is None or self.image_id is None:
+            return True  # no project: edits live in the window's per-image memory
+        try:
+            if self.store.read_only is not None:
+                raise CellsegError(f"project {self.store.path} is open read-only "
+                                   f"({self.store.read_only}): the edit was not saved")
+            with self.store.transaction():
+                if not self.stored:
+                    # the predictions shown so far become project rows, then the edit is saved
+                    original = self.ann.copy()
+                    if applied:
+                        original.undo(edit)
+                    self.store.add_instances(self.image_id, original.to_instances(),
+                                             Origin.MODEL, ids=original.uids)
+                self.store.save_edit(self.image_id, edit)
+        except (CellsegError, sqlite3.Error) as exc:
+            self.window.show_error(f"cannot save to the project: {exc}")
+            return False
+        self.stored = True
+        return True
 
     # ================================================================== view
     def _show(self, edited: bool) -> None:

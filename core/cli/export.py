@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..project.exchange import export_coco, export_label_tiffs
     from ..project.store import ProjectStore
 
-    with ProjectStore.open(args.project) as store:
+    with ProjectStore.open(args.project, read_only=True) as store:
         if args.format == "coco":
             ds = export_coco(store, args.out, args.segmentation, args.reviewed_only)
             print(f"wrote {args.out}: {len(ds.images)} images, {ds.num_instances()} instances")

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"created {args.out}: {summary.images_added} images, {summary.instances} "
               f"instances, categories: {', '.join(summary.categories)}")
         return 0
-    with ProjectStore.open(args.project) as store:
+    with ProjectStore.open(args.project, read_only=True) as store:
         counts = store.counts()
         images = store.images()
         print(f"{args.project}: {len(images)} images "

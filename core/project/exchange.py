@@ -26,6 +26,7 @@ from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco
 from ..errors import CheckpointError, DataError, ImageReadError
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image
 from .edits import Origin, Review
+from .lock import ProjectLock, lock_path
 from .store import Category, ProjectStore
 
 
@@ -58,7 +59,10 @@ def create_project(images_dir: str | Path, out: str | Path, coco_json: str | Pat
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    guard = None
     try:
+        # replacing a project: hold its lock, so one open in the app is refused, not swapped away
+        guard = ProjectLock.acquire(out) if out.exists() else None
         with ProjectStore.create(tmp, images_dir, overwrite=True) as store:
             # (the temporary file lies beside ``out``: the images folder's relative path holds)
             for config, weights, _ in model_list:
@@ -85,8 +89,10 @@ def create_project(images_dir: str | Path, out: str | Path, coco_json: str | Pat
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         os.replace(tmp, out)
     finally:
-        for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), lock_path(tmp)):
             p.unlink(missing_ok=True)
+        if guard is not None:
+            guard.release()
     return summary
 
 

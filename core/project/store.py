@@ -25,8 +25,10 @@ from ..errors import DataError
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks
 from .edits import Edit, ImageAnnotations, Origin, Review, tighten_masks
+from .database import (JournalLostError, Transaction, check_project, connect,
+                       connect_read_only, file_id, not_writable, wal_path)
+from .lock import ProjectLock
 from .rle import decode_rle_strings
-from .schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 
 ORIGIN_NAMES = {o: o.name.lower() for o in Origin}
 REVIEW_NAMES = {r: r.name.lower() for r in Review}
@@ -83,11 +85,22 @@ class ExportImage:
 
 
 class ProjectStore:
-    """Open with :meth:`create` or :meth:`open`; use as a context manager or call :meth:`close`."""
+    """Open with :meth:`create` or :meth:`open`; use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+    A writable store holds the project's :class:`~.lock.ProjectLock` until it is closed, so a
+    second writer (another window, ``cellseg project create --force``) is refused with the
+    holder's name. A read-only store (``open(..., read_only=True)``, or a project file the user
+    may not write) takes no lock and reads one consistent snapshot: the state of the last edit
+    committed before it opened, whatever the writer does meanwhile.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: ProjectLock | None = None,
+                 read_only: str | None = None):
         self.path = Path(path)
         self._conn = conn
+        self._lock = lock
+        self.read_only = read_only  # why the store cannot be written (None: writable)
+        self._journal = None if read_only else file_id(wal_path(self.path))
         self._next_uid = (conn.execute("SELECT MAX(id) FROM instances").fetchone()[0] or 0) + 1
 
     # ------------------------------------------------------------ open / create
@@ -95,53 +108,80 @@ class ProjectStore:
     def create(cls, path: str | Path, images_dir: str | Path, overwrite: bool = False
                ) -> "ProjectStore":
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise DataError(f"project file already exists: {path}")
-            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-                p.unlink(missing_ok=True)
+        if path.exists() and not overwrite:
+            raise DataError(f"project file already exists: {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(path, _connect(path))
-        store.set_setting("images_dir", _portable(Path(images_dir), path.parent))
+        lock = ProjectLock.acquire(path)  # refuses to replace a project open elsewhere
+        try:
+            for p in (path, wal_path(path), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+            store = cls(path, connect(path), lock)
+            store.set_setting("images_dir", _portable(Path(images_dir), path.parent))
+        except BaseException:
+            lock.release()
+            raise
         return store
 
     @classmethod
-    def open(cls, path: str | Path) -> "ProjectStore":
+    def open(cls, path: str | Path, read_only: bool = False) -> "ProjectStore":
+        """Open a project for editing (taking its lock), or ``read_only`` (no lock, a snapshot).
+
+        A project file or folder the user may not write opens read-only too; ``read_only`` on
+        the returned store says why. Raises DataError (ProjectLockedError when another process
+        holds the project) with a message naming the file; a file that is not a sound cellseg
+        project is never written to.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"project not found: {path}")
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-        if head != b"SQLite format 3\x00":
-            raise DataError(f"not a cellseg project (not an SQLite database): {path}")
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        reason = "opened read-only" if read_only else not_writable(path)
+        if reason is not None:
+            conn = connect_read_only(path)
+            try:
+                check_project(conn, path, read_only=True)
+                conn.execute("BEGIN")  # one snapshot for the store's lifetime
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            return cls(path, conn, None, reason)
+        lock = ProjectLock.acquire(path)
         try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if app_id != APPLICATION_ID:
-                raise DataError(f"not a cellseg project (foreign SQLite database): {path}")
-            if version > SCHEMA_VERSION:
-                raise DataError(f"project {path} has schema version {version}, newer than this "
-                                f"cellseg understands ({SCHEMA_VERSION}); update cellseg")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise DataError(f"cannot read project {path}: {exc}") from exc
-        except DataError:
-            conn.close()
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            try:
+                check_project(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+            conn.close()  # the header was read through SQLite: no raw open of the file
+            return cls(path, connect(path), lock)
+        except BaseException:
+            lock.release()
             raise
-        conn.close()
-        return cls(path, _connect(path))
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "ProjectStore":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def check_journal(self) -> None:
+        """Raise :class:`JournalLostError` if the project's ``-wal`` was deleted or replaced
+        behind this connection's back (by a program that ignores the project lock), before
+        anything is written into a file no one will ever read again."""
+        if self._journal is not None and file_id(wal_path(self.path)) != self._journal:
+            raise JournalLostError(
+                f"the journal of project {self.path} ({wal_path(self.path).name}) was deleted "
+                "by another program while the project was open: this edit was NOT saved (every "
+                "edit before it is in the project file). Close and reopen the project to go on")
 
     @property
     def schema_version(self) -> int:
@@ -347,11 +387,11 @@ class ProjectStore:
 
     def transaction(self):
         """Group several store calls into one transaction (all or nothing)."""
-        return _Transaction(self._conn)
+        return self._tx()
 
     # ------------------------------------------------------------ internals
     def _tx(self):
-        return _Transaction(self._conn)
+        return Transaction(self._conn, self)
 
 
 _COLUMNS = "(image_id, id, class_index, score, origin, review, x0, y0, x1, y1, area, rle, created)"
@@ -363,39 +403,6 @@ _UPSERT_SQL = (f"INSERT INTO instances {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?
                "score = excluded.score, origin = excluded.origin, review = excluded.review, "
                "x0 = excluded.x0, y0 = excluded.y0, x1 = excluded.x1, y1 = excluded.y1, "
                "area = excluded.area, rle = excluded.rle, deleted = 0")
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error); the connection runs in
-    autocommit mode so that nothing else opens transactions behind our back. Inside an outer
-    transaction it does nothing: the outer one commits or rolls back everything."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.outer = False
-
-    def __enter__(self):
-        self.outer = not self.conn.in_transaction
-        if self.outer:
-            self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.outer:
-            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        return False
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")  # a finished edit survives a power cut too
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise DataError(f"cannot open project {path}: {exc}") from exc
-    return conn
 
 
 def _portable(images_dir: Path, base: Path) -> str:

@@ -77,7 +77,7 @@ def undo_redo_exact(qtbot, window, c, before, after):
 
 
 def stored(c):
-    with ProjectStore.open(c.store.path) as again:
+    with ProjectStore.open(c.store.path, read_only=True) as again:
         return again.load(c.image_id)
 
 
