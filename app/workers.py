@@ -39,7 +39,10 @@ class _Runner(QObject):
     def run(self, job_id: int, fn: Callable[[], Any]) -> None:
         try:
             result = fn()
-        except Exception as exc:  # every failure becomes a message; the thread lives on
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the user or the interpreter is stopping the program: let it stop
+        except BaseException as exc:  # noqa: BLE001 - every other failure becomes a message
+            # (GeneratorExit, a library's BaseException subclass...): the queue must go on
             self.failed.emit(job_id, describe_error(exc))
             return
         self.finished.emit(job_id, result)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import time
 from pathlib import Path
 
 import pytest
@@ -378,11 +377,10 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
     rows += [f"- &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     path = write(tmp_path / "bomb.yaml",
                  "SOLVER:\n  WEIGHT_DECAY_BIAS:\n    " + "\n    ".join(rows))
-    start = time.perf_counter()
+    # expanded, it would take minutes and gigabytes: the per-test timeout (pyproject) fails it
     with pytest.raises(ConfigError, match="'SOLVER.WEIGHT_DECAY_BIAS' is too large") as err:
         load_config(path)
     assert str(path) in str(err.value)
-    assert time.perf_counter() - start < 10
 
 
 # -- bad input ------------------------------------------------------------------------------------

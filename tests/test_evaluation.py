@@ -133,3 +133,23 @@ def test_cli_user_error_is_one_line_exit_2(gt_json, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "missing.json" in proc.stderr
+
+
+def test_no_detections_is_zero_where_defined_and_null_where_not(nuclei_dir, tmp_path):
+    # a second category with no ground truth: its AP is undefined with or without detections
+    labels = tifffile.imread(nuclei_dir / "mask2d.tif")
+    masks, _ = CroppedMasks.from_label_image(labels)
+    inst = Instances(labels.shape, masks.tight_boxes(), np.ones(len(masks)),
+                     np.zeros(len(masks)), masks)
+    gt = write_coco(tmp_path / "gt.json", [CocoImage(1, "nuclei.png", *labels.shape)],
+                    ["nucleus", "mitosis"], [inst])
+    empty = evaluate(gt, []).to_json()
+    found = evaluate(gt, gt).to_json()
+    for iou_type in ("bbox", "segm"):
+        m = empty[iou_type]
+        assert m["AP"] == m["AP50"] == m["AP75"] == 0.0
+        assert m["per_class"] == {"nucleus": 0.0, "mitosis": None}
+        # exactly the size ranges that pycocotools leaves undefined when it can run
+        for k in ("APs", "APm", "APl"):
+            assert (m[k] is None) == (found[iou_type][k] is None), k
+        assert m["APl"] is None  # no large nuclei

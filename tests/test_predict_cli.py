@@ -159,3 +159,23 @@ def test_several_models_need_wbf(fixtures_dir, nuclei_dir, tmp_path, capsys):
     rc = main(["predict", "--model", c, w, "--model", c, w, "--out", str(tmp_path / "r.json"),
                str(nuclei_dir / "img2d.tif")])
     assert rc == 2 and "--wbf" in _error_line(capsys)
+
+
+def test_predictor_keeps_the_full_device(fixtures_dir):
+    from cellseg.core.engine import load_predictor, resolve_device
+    from cellseg.core.errors import CellsegError
+
+    d = fixtures_dir / "mask_rcnn"
+    predictor = load_predictor(d / "config.yaml", d / "model_final.pth", "cpu")
+    assert predictor.device == torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # one past the last GPU (cuda:0 on a machine without any) is refused, naming what exists
+    with pytest.raises(CellsegError, match=f"cuda:{count}'"):
+        resolve_device(f"cuda:{count}")
+    with pytest.raises(CellsegError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if count:  # auto and a bare "cuda" name the GPU actually used
+        assert resolve_device("auto") == torch.device("cuda", torch.cuda.current_device())
+        assert resolve_device(f"cuda:{count - 1}").index == count - 1
+    else:
+        assert resolve_device("auto") == torch.device("cpu")

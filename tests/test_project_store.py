@@ -18,26 +18,6 @@ from cellseg.core.project.store import Category, ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 
-@pytest.fixture(scope="module")
-def nuclei(nuclei_dir):
-    labels = tifffile.imread(nuclei_dir / "mask2d.tif")
-    masks, ids = CroppedMasks.from_label_image(labels)
-    n = len(ids)
-    scores = np.linspace(0.2, 0.99, n).astype(np.float32)
-    return labels, ids, Instances(labels.shape, masks.tight_boxes(), scores, np.zeros(n), masks)
-
-
-@pytest.fixture
-def project(tmp_path, nuclei, nuclei_dir):
-    labels, ids, inst = nuclei
-    store = ProjectStore.create(tmp_path / "p.cellseg", nuclei_dir)
-    store.set_categories([Category(0, 1, "nucleus")])
-    image = store.add_image("img2d.tif", *labels.shape)
-    store.add_instances(image.id, inst, Origin.MODEL, label_ids=ids)
-    yield store, image
-    store.close()
-
-
 def test_create_reopen_roundtrip(tmp_path, project, nuclei, nuclei_dir):
     store, image = project
     labels, ids, inst = nuclei

@@ -46,7 +46,7 @@ def write_project_split(project: str | Path, out_dir: str | Path, val_fraction: 
     from cellseg.core.project.exchange import project_dataset
     from cellseg.core.project.store import ProjectStore
 
-    store = ProjectStore.open(project)
+    store = ProjectStore.open(project, read_only=True)
     try:
         ds = project_dataset(store, reviewed_only=True)
         root = store.images_dir

@@ -16,14 +16,33 @@ from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device for a user's choice: ``auto`` (the current GPU if PyTorch finds one,
+    else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Always returns an indexed CUDA device, so
+    that memory queries and messages name the GPU actually used.
+
+    Raises:
+        CellsegError: a CUDA device that does not exist here, or an unknown name.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CellsegError("device 'cuda' was asked for, but PyTorch finds no CUDA GPU "
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if not device.startswith("cuda"):
+        raise CellsegError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise CellsegError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)"
+                           ) from exc
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise CellsegError(f"device {device!r} was asked for, but PyTorch finds no CUDA GPU "
                            "(use --device cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CellsegError(f"unknown device {device!r} (expected cpu, cuda or auto)")
-    return torch.device(device)
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= count:
+        raise CellsegError(f"device {device!r} was asked for, but PyTorch finds {count} CUDA "
+                           f"GPU(s): cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
 
 
 class Predictor:
@@ -36,7 +55,7 @@ class Predictor:
     def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None):
         self.cfg = cfg
         self.model = model.eval().to(device).use_channels_last()
-        self.device = device.type
+        self.device = device  # the full device (cuda:1, not just "cuda")
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.class_names = list(class_names) if class_names else [
             f"class {i + 1}" for i in range(self.num_classes)]
@@ -47,8 +66,8 @@ class Predictor:
 
     def _feature_cache_budget(self) -> int:
         """TTA keeps backbone features between its two passes: cap them by free memory."""
-        if self.device == "cuda":
-            free, _ = torch.cuda.mem_get_info()
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
             return min(FEATURE_CACHE_BYTES, free // 4)
         return FEATURE_CACHE_BYTES
 

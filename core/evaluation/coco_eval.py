@@ -125,7 +125,7 @@ def evaluate(gt: CocoDataset | str | Path | dict,
             notes.append("detections have no masks: segm not evaluated")
             continue
         if not records:
-            metrics[iou_type] = _no_detections(dataset, names)
+            metrics[iou_type] = _no_detections(gt_dict, names)
             continue
         res = copy.deepcopy(records)
         if iou_type == "segm":
@@ -234,8 +234,20 @@ def _class_names(dataset: CocoDataset) -> dict:
     return names
 
 
-def _no_detections(dataset: CocoDataset, names: dict) -> dict:
-    # no detections: nothing is found, AP is 0 wherever there is ground truth to find
-    block = {k: 0.0 for k in METRICS}
-    block["per_class"] = {names[c.id]: 0.0 for c in dataset.categories}
+def _no_detections(gt_dict: dict, names: dict) -> dict:
+    """The table when nothing was detected: 0 wherever there is ground truth to find, NaN
+    (undefined) where there is none: a size range or class without ground-truth instances, as
+    pycocotools reports when it can run (it cannot on an empty result list)."""
+    # pycocotools' area ranges ("all", small, medium, large); crowd regions are never counted
+    ranges = {"AP": (0, 1e10), "APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2),
+              "APl": (96 ** 2, 1e10)}
+    anns = [a for a in gt_dict["annotations"] if not a.get("iscrowd", 0)]
+
+    def score(inside) -> float:
+        return 0.0 if any(inside(a) for a in anns) else float("nan")
+
+    block = {k: score(lambda a, lo=lo, hi=hi: lo <= a["area"] <= hi)
+             for k, (lo, hi) in ranges.items()}
+    block["AP50"] = block["AP75"] = block["AP"]
+    block["per_class"] = {names[c]: score(lambda a, c=c: a["category_id"] == c) for c in names}
     return block

@@ -108,3 +108,27 @@ def test_run_all_progress_and_cancel(service, qtbot, fast_cascade, crop_folder):
         pass
     done = [k for k in keys if service.cached(k) is not None]
     assert 1 <= len(done) < len(keys)  # the running job finished, the pending ones were dropped
+
+
+class _LibraryAbort(BaseException):
+    """What some libraries raise to unwind (not an Exception subclass)."""
+
+
+def test_queue_reports_base_exceptions_and_keeps_serving(queue, qtbot):
+    def abort():
+        raise _LibraryAbort("worker aborted by a library")
+
+    def generator_exit():
+        raise GeneratorExit
+
+    errors, results = [], []
+    queue.submit(abort, results.append, errors.append)
+    queue.submit(generator_exit, results.append, errors.append)
+    queue.submit(lambda: "still serving", results.append, errors.append)
+    with qtbot.waitSignal(queue.idle, timeout=10000):
+        pass
+    assert results == ["still serving"]
+    assert len(errors) == 2
+    assert "_LibraryAbort: worker aborted by a library" in errors[0]
+    assert errors[1].startswith("GeneratorExit")
+    assert queue.pending_tags() == []
