@@ -39,6 +39,9 @@ class Transaction:
         self.outer = False
 
     def __enter__(self):
+        if self.store.read_only is not None:  # (its snapshot is a read transaction)
+            raise DataError(f"could not save to project {self.store.path}: the project is "
+                            f"read-only ({self.store.read_only}); this edit was not saved")
         self.outer = not self.conn.in_transaction
         if self.outer:
             self.store.check_journal()
@@ -132,6 +135,7 @@ def check_project(conn: sqlite3.Connection, path: Path, read_only: bool = False)
         raise DataError(f"project {path} is damaged and was left as it is ({exc}); restore it "
                         "from a backup") from exc
     if problem != "ok":
+        problem = " ".join(problem.split())[:200]  # SQLite's report spans lines
         raise DataError(f"project {path} is damaged and was left as it is ({problem}); restore "
                         "it from a backup")
 
