@@ -60,10 +60,14 @@ class EditingController(QObject):
         self._set_store(store)
         if not self.window.open_path(store.images_dir):
             return False
-        if store.read_only is not None:
-            self.window.show_error(f"project {store.path} is open read-only ({store.read_only}): "
-                                   "you can look and export, but edits are not saved")
+        self._warn_read_only()
         return True
+
+    def _warn_read_only(self) -> None:
+        if self.store is not None and self.store.read_only is not None:
+            self.window.show_error(f"project {self.store.path} is open read-only "
+                                   f"({self.store.read_only}): you can look and export, but "
+                                   "edits are not saved")
 
     def new_project(self, path: str | Path, images_dir: str | Path | None = None) -> bool:
         """Create a project for ``images_dir`` (default: the folder the window shows)."""
@@ -131,6 +135,7 @@ class EditingController(QObject):
 
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:
+        self._warn_read_only()  # (the window cleared the banner for the new image)
         self.selected.clear()
         self._last_shown = None
         self.ann = None
