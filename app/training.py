@@ -19,10 +19,12 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout,
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
                                QProgressBar, QPushButton, QSpinBox, QStackedWidget,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from . import file_dialogs
 
 LOG_LINES = 400
 CURVE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -359,11 +361,11 @@ class FineTuneDialog(QDialog):
 
         def browse():
             if folder:
-                path = QFileDialog.getExistingDirectory(self, caption, edit.text())
+                path = file_dialogs.get_existing_directory(self, caption, edit.text())
             elif pattern and "save" in caption:
-                path, _ = QFileDialog.getSaveFileName(self, caption, edit.text(), pattern)
+                path, _ = file_dialogs.get_save_file_name(self, caption, edit.text(), pattern)
             else:
-                path, _ = QFileDialog.getOpenFileName(self, caption, edit.text(), pattern or "")
+                path, _ = file_dialogs.get_open_file_name(self, caption, edit.text(), pattern or "")
             if path:
                 edit.setText(path)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QScrollArea, QToolButton, QVBoxLayout,
                                QWidget)
 
@@ -28,6 +28,7 @@ from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, Post
 from .settings import MODEL_KEYS, AppSettings
 from .sources import ImageSource, open_source
 from .workers import InferenceService, ModelInfo, RawKey
+from . import file_dialogs
 
 IMAGE_CACHE = 4  # decoded images kept for quick back-and-forth stepping
 
@@ -579,33 +580,33 @@ class MainWindow(QMainWindow):
 
     # ================================================================== dialogs
     def _ask_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open folder of images")
+        path = file_dialogs.get_existing_directory(self, "Open folder of images")
         if path:
             self.open_path(path)
 
     def _ask_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", "",
+        path, _ = file_dialogs.get_open_file_name(self, "Open image", "",
                                               "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp)")
         if path:
             self.open_path(path)
 
     def _ask_coco(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open COCO dataset", "", "COCO (*.json)")
+        path, _ = file_dialogs.get_open_file_name(self, "Open COCO dataset", "", "COCO (*.json)")
         if path:
             self.open_path(path)
 
     def _ask_model(self, key: str) -> None:
-        config, _ = QFileDialog.getOpenFileName(self, f"{key}: Detectron2 config", "",
+        config, _ = file_dialogs.get_open_file_name(self, f"{key}: Detectron2 config", "",
                                                 "Config (*.yaml *.yml)")
         if not config:
             return
-        weights, _ = QFileDialog.getOpenFileName(self, f"{key}: checkpoint", str(Path(config).parent),
+        weights, _ = file_dialogs.get_open_file_name(self, f"{key}: checkpoint", str(Path(config).parent),
                                                  "Checkpoint (*.pth *.pkl)")
         if weights:
             self.set_model(key, config, weights)
 
     def _ask_screenshot(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "cellseg.png", "PNG (*.png)")
+        path, _ = file_dialogs.get_save_file_name(self, "Save screenshot", "cellseg.png", "PNG (*.png)")
         if path:
             self.grab().save(path)
 

@@ -15,7 +15,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cellseg.core.errors import DataError
@@ -225,8 +224,7 @@ def test_damaged_or_foreign_file_is_a_clear_error_and_never_written(project_path
 # ---------------------------------------------------------------- disk full
 DISK_FULL = """
     import os, resource, signal, sys
-    import numpy as np
-    from cellseg.core.errors import DataError
+        from cellseg.core.errors import DataError
     from cellseg.core.project import edits as E
     from cellseg.core.project.store import ProjectStore
 
@@ -277,8 +275,7 @@ def test_disk_full_during_an_edit_is_one_message_and_loses_nothing_saved(project
 # ---------------------------------------------------------------- power cuts
 EDITOR = """
     import sys
-    import numpy as np
-    from cellseg.core.project import edits as E
+        from cellseg.core.project import edits as E
     from cellseg.core.project.store import ProjectStore
 
     path, image_id, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

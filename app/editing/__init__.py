@@ -17,13 +17,14 @@ from functools import partial
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QToolBar
+from PySide6.QtWidgets import QDockWidget, QToolBar
 
 from cellseg.core.project.edits import Review
 
 from .controller import EditingController
 from .panel import ReviewPanel, history_view
 from .tools import BrushTool, FillTool, LassoTool, PolygonTool, SelectTool, SplitTool
+from .. import file_dialogs
 
 __all__ = ["install_editing", "EditingController"]
 
@@ -213,29 +214,29 @@ def _finish_polygon(c: EditingController) -> None:
 
 
 def _ask_new_project(window, c) -> None:
-    path, _ = QFileDialog.getSaveFileName(window, "New project", "project.cellseg",
+    path, _ = file_dialogs.get_save_file_name(window, "New project", "project.cellseg",
                                           "cellseg project (*.cellseg)")
     if path:
         c.new_project(path)
 
 
 def _ask_open_project(window, c) -> None:
-    path, _ = QFileDialog.getOpenFileName(window, "Open project", "", "cellseg project (*.cellseg)")
+    path, _ = file_dialogs.get_open_file_name(window, "Open project", "", "cellseg project (*.cellseg)")
     if path:
         c.open_project(path)
 
 
 def _ask_import(window, c) -> None:
-    path, _ = QFileDialog.getOpenFileName(window, "Import COCO annotations", "", "COCO (*.json)")
+    path, _ = file_dialogs.get_open_file_name(window, "Import COCO annotations", "", "COCO (*.json)")
     if path:
         c.import_coco(path)
 
 
 def _ask_export(window, c, fmt: str) -> None:
     if fmt == "coco":
-        path, _ = QFileDialog.getSaveFileName(window, "Export COCO", "annotations.json",
+        path, _ = file_dialogs.get_save_file_name(window, "Export COCO", "annotations.json",
                                               "COCO (*.json)")
     else:
-        path = QFileDialog.getExistingDirectory(window, "Export label TIFFs into folder")
+        path = file_dialogs.get_existing_directory(window, "Export label TIFFs into folder")
     if path:
         c.export(path, fmt)

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
                                QWidget)
 
+from .. import file_dialogs
 from ..icons import icon
 
 MODEL_TITLES = {"cascade": "Cascade Mask R-CNN", "pointrend": "PointRend"}
@@ -45,7 +46,7 @@ class _PathRow(QWidget):
 
     def _browse(self) -> None:
         start = str(Path(self.edit.text()).parent) if self.edit.text() else ""
-        path, _ = QFileDialog.getOpenFileName(self, self.edit.placeholderText(), start, self._filter)
+        path, _ = file_dialogs.get_open_file_name(self, self.edit.placeholderText(), start, self._filter)
         if path:
             self.edit.setText(path)
             self.edited.emit()

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import numpy as np
 from PySide6.QtCore import Qt
 
 from cellseg.core.project.store import ProjectStore
@@ -138,3 +136,50 @@ def test_read_only_project_shows_a_banner_and_takes_refused_edits_back(qtbot, wi
         assert c.ann.same_as(before)  # what is shown is what is saved
         assert window.undo_stack.count() == 0
         c.close_project()
+
+
+PROBE = textwrap.dedent("""
+    import fcntl, os, sys
+    # SQLite (unix VFS) keeps a shared lock on these bytes while a WAL connection is open:
+    # taking them exclusively must fail, unless that process lost its POSIX locks
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+        print("unlocked")
+    except OSError:
+        print("locked")
+""")
+
+
+def _sqlite_lock_held(path) -> bool:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return out == "locked"
+
+
+def _browse(qtbot, dialog) -> None:
+    dialog.setViewMode(dialog.ViewMode.Detail)  # the Type column asks every file's type
+    dialog.show()
+    qtbot.wait(1500)
+    dialog.close()
+
+
+def test_file_dialogs_never_open_the_files_they_list(qtbot, project_path):
+    from PySide6.QtWidgets import QFileDialog
+
+    from cellseg.app.file_dialogs import NameOnlyFileDialog
+
+    folder = str(project_path.parent)
+    with ProjectStore.open(project_path) as store:
+        assert _sqlite_lock_held(project_path)
+        _browse(qtbot, NameOnlyFileDialog(None, "Open", folder, "", QFileDialog.FileMode.ExistingFile,
+                                          QFileDialog.AcceptMode.AcceptOpen))
+        assert _sqlite_lock_held(project_path)
+        # control: Qt's stock dialog sniffs the project file and so drops SQLite's locks
+        stock = QFileDialog(None, "Open", folder)
+        stock.setOption(QFileDialog.Option.DontUseNativeDialog)
+        _browse(qtbot, stock)
+        assert not _sqlite_lock_held(project_path)
+        store.set_setting("still", "saved")  # the project lock kept the project safe anyway
+    with ProjectStore.open(project_path, read_only=True) as again:
+        assert again.get_setting("still") == "saved"
