@@ -169,7 +169,8 @@ class MainWindow(QMainWindow):
         if shortcut:
             action.setShortcut(QKeySequence(shortcut))
         action.setCheckable(checkable)
-        action.triggered.connect(slot)
+        # a checkable action hands its new state on; ``triggered`` may arrive without it
+        (action.toggled if checkable else action.triggered).connect(slot)
         return action
 
     def _build_menus(self) -> None:

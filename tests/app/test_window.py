@@ -206,3 +206,18 @@ def test_screenshot_with_bad_arguments_fails_cleanly(capsys):
 
     assert main(["--config", "only-config.yaml"]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_overlay_key_and_menu_hide_and_show_the_overlay(window, qtbot):
+    # issue 18.7: O and View > Show overlay raised a TypeError and left the overlay on
+    from PySide6.QtCore import Qt
+
+    action, box = window.actions["overlay"], window.display_panel.show_overlay
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_O)
+    assert not action.isChecked() and not box.isChecked()
+    assert not window.canvas.overlay.style.visible
+    action.trigger()  # the menu entry
+    assert action.isChecked() and box.isChecked() and window.canvas.overlay.style.visible
+    box.setChecked(False)  # the Display panel's checkbox keeps the menu tick in step
+    assert not action.isChecked() and not window.canvas.overlay.style.visible
