@@ -1,0 +1,108 @@
+"""COCO *results* files as a project's starting annotations.
+
+A results file is a JSON list of detections (``image_id``, ``category_id``, ``score``,
+``segmentation`` RLE or polygons, ``bbox``), as ``cellseg predict``, Detectron2's
+``COCOEvaluator`` (``coco_instances_results.json``) and MMDetection's ``format_results`` write
+it. A lab can run the models on a GPU cluster and review the predictions here without running
+them again.
+
+Images are matched by the detection's ``file_name`` (written by ``cellseg predict``; relative
+to the project's images folder, or a bare file name), else by ``image_id`` = project image id
+(which a project made from the same COCO ground truth shares). ``category_id`` is the project
+category's COCO id. Detections scoring below the threshold are dropped; the rest become
+instances of origin "model" with their scores, pending review. Every detection is checked
+before anything is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..coco import CocoCategory, CocoDataset, CocoImage, _read_json, parse_coco_results
+from ..errors import DataError
+from ..project.edits import Origin, Review
+from ..project.store import ProjectStore
+
+
+@dataclass(frozen=True)
+class ResultsImport:
+    images: int  # images that received detections
+    instances: int
+    below_threshold: int
+
+
+def load_results_for_project(store: ProjectStore, path: str | Path,
+                             score_threshold: float = 0.0) -> tuple[dict, int]:
+    """Read a COCO results file against the project's images and categories.
+
+    Args:
+        store: the open project.
+        path: the results JSON.
+        score_threshold: detections scoring below it are dropped.
+
+    Returns:
+        (project image id -> Instances sorted by score, number of detections dropped).
+    """
+    path = Path(path)
+    data = _read_json(path)  # DataError on a missing, truncated or invalid file
+    if isinstance(data, dict) and "annotations" in data:
+        data = data["annotations"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
+    images = store.images()
+    if not images:
+        raise DataError(f"project {store.path} has no images")
+    cats = store.categories()
+    by_name = {}
+    for im in images:
+        by_name.setdefault(im.file_name, im.id)
+        by_name.setdefault(PurePosixPath(im.file_name).name, im.id)
+    ids = {im.id for im in images}
+    remapped = []
+    for i, det in enumerate(data):
+        if not isinstance(det, dict):
+            raise DataError(f"{path}: detection #{i} is not an object")
+        name = det.get("file_name")
+        if isinstance(name, str):
+            posix = PurePosixPath(name.replace("\\", "/"))
+            image_id = by_name.get(posix.as_posix()) or by_name.get(posix.name)
+            if image_id is None:
+                raise DataError(f"{path}: detection #{i}: image {name!r} is not in the project")
+        else:
+            image_id = det.get("image_id")
+            if image_id not in ids:
+                raise DataError(f"{path}: detection #{i}: image_id {image_id!r} is not a "
+                                "project image id (and the detection has no file_name)")
+        if "segmentation" not in det:
+            raise DataError(f"{path}: detection #{i} has no segmentation; a project needs "
+                            "masks")
+        remapped.append(dict(det, image_id=image_id))
+    dataset = CocoDataset([CocoImage(im.id, im.file_name, im.height, im.width) for im in images],
+                          [CocoCategory(c.coco_id, c.name) for c in cats], {})
+    per_image = parse_coco_results(remapped, dataset, str(path))
+    dropped = 0
+    out = {}
+    for image_id, inst in per_image.items():
+        keep = inst.scores >= score_threshold
+        dropped += int((~keep).sum())
+        if keep.any():
+            out[image_id] = inst[np.flatnonzero(keep)]
+    return out, dropped
+
+
+def import_coco_results(store: ProjectStore, path: str | Path, score_threshold: float = 0.0
+                        ) -> ResultsImport:
+    """Add a results file's detections (above ``score_threshold``) as model predictions to
+    review, in one transaction (a bad file leaves the project unchanged)."""
+    if not 0.0 <= score_threshold <= 1.0:
+        raise DataError(f"score threshold must be in [0, 1], got {score_threshold}")
+    per_image, dropped = load_results_for_project(store, path, score_threshold)
+    n = 0
+    with store.transaction():
+        for image_id, inst in per_image.items():
+            store.add_instances(image_id, inst, Origin.MODEL,
+                                reviews=[Review.PENDING] * len(inst))
+            n += len(inst)
+    return ResultsImport(len(per_image), n, dropped)
