@@ -325,9 +325,12 @@ def test_coco_export_imports_in_datumaro_with_every_instance(tmp_path, project, 
     dm = pytest.importorskip(
         "datumaro", reason="datumaro is not in the test extra (it pins pillow 12 and "
         "opencv < 5); run benchmarks/check_datumaro.py in its own venv")
-    rc, out, err = cli("export", project, "--out", tmp_path / "annotations.json")
+    # CVAT's COCO 1.0 layout: annotations/instances_default.json, images/default/
+    ann_file = tmp_path / "cvat" / "annotations" / "instances_default.json"
+    (tmp_path / "cvat" / "images" / "default").mkdir(parents=True)
+    rc, out, err = cli("export", project, "--out", ann_file)
     assert rc == 0, err
-    dataset = dm.Dataset.import_from(str(tmp_path / "annotations.json"), "coco_instances")
-    anns = [a for item in dataset for a in item.annotations]
-    assert len(anns) == 125
-    assert sorted(int(a.get_area()) for a in anns) == sorted(gt_masks[0].areas().tolist())
+    dataset = dm.Dataset.import_from(str(tmp_path / "cvat"), "coco_instances")
+    masks = [a for item in dataset for a in item.annotations if a.type.name == "mask"]
+    assert len(masks) == 125
+    assert sorted(int(a.get_area()) for a in masks) == sorted(gt_masks[0].areas().tolist())
