@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     left = _title(draw_geojson(_canvas(image), geojson_path), "QuPath GeoJSON (shapely)")
     right = _title(draw_rois(_canvas(image), roi_path), "ImageJ ROI set (roifile)")
     gap = np.full((left.shape[0], 8, 3), 255, np.uint8)
-    cv2.imwrite(out, np.hstack([left, gap, right]))
+    cv2.imwrite(out, np.hstack([left, gap, right]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {out}")
     return 0
 

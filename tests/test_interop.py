@@ -280,6 +280,8 @@ def test_coco_results_import_review_and_export(tmp_path, empty_project, gt_masks
         ann = store.load(image.id)
         assert len(ann) == kept and (ann.origins == E.Origin.MODEL).all()
         assert np.allclose(np.sort(ann.scores), np.sort(scores[scores >= 0.5]))
+        # stored best first (scores rise with the index): exactly the predicted pixels
+        assert ann.to_instances().masks == masks[np.flatnonzero(scores >= 0.5)[::-1]]
         # review: reject the lowest-scoring one, accept the best, mark the image reviewed
         low, best = ann.uids[np.argmin(ann.scores)], ann.uids[np.argmax(ann.scores)]
         for edit in (E.set_review(ann, [low], E.Review.REJECTED),
