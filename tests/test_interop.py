@@ -129,6 +129,16 @@ def test_imagej_export_counts_lost_holes_and_import_skips_lines(tmp_path, empty_
     with ProjectStore.open(empty_project) as store:
         inst = store.load(store.images()[0].id).to_instances()
     assert inst.masks.areas().tolist()[-1] == 100 and inst.classes.tolist()[-1] == 1
+    # a single .roi (Fiji's File > Save As > Selection), named for its class
+    oval = roifile.ImagejRoi.frompoints([[200, 200], [220, 200], [220, 210], [200, 210]],
+                                        name="mitotic-7")
+    oval.roitype = roifile.ROI_TYPE.OVAL
+    oval.tofile(tmp_path / "img2d.roi")
+    rc, out, err = cli("import", empty_project, tmp_path / "img2d.roi")
+    assert rc == 0 and "1 instances" in out, err
+    with ProjectStore.open(empty_project) as store:
+        inst = store.load(store.images()[0].id).to_instances()
+    assert inst.classes.tolist()[-1] == 1 and 150 < inst.masks.areas()[-1] < 200
 
 
 # ------------------------------------------------------------------------------ GeoJSON
@@ -173,14 +183,18 @@ def test_geojson_keeps_holes_and_parts_and_repairs_corner_touching_pixels(tmp_pa
     assert len(geoms[0].interiors) == 1 and geoms[0].area == 375
     assert [g.area for g in geoms] == masks.areas().tolist()
     assert feats[1]["properties"]["classification"]["name"] == "mitotic"
-    # import into a second project: holes and parts come back pixel for pixel
+    # import into a second project: holes and parts come back pixel for pixel; a class the
+    # project lacks becomes a new category
+    data = json.loads((tmp_path / "gj" / "img2d.geojson").read_text())
+    data["features"][2]["properties"]["classification"]["name"] = "apoptotic"
+    (tmp_path / "gj" / "img2d.geojson").write_text(json.dumps(data))
     other = make_project()
     assert cli("import", other, tmp_path / "gj" / "img2d.geojson")[0] == 0
     with ProjectStore.open(other) as store:
         inst = store.load(store.images()[0].id).to_instances()
         names = [c.name for c in store.categories()]
     assert inst.masks == masks
-    assert [names[c] for c in inst.classes] == ["nucleus", "mitotic", "nucleus"]
+    assert [names[c] for c in inst.classes] == ["nucleus", "mitotic", "apoptotic"]
 
 
 # ------------------------------------------------------------------------------ cellpose
@@ -253,6 +267,7 @@ def test_bad_files_fail_in_one_line_and_leave_the_project_unchanged(tmp_path, pr
                                     "segmentation": [[0, 0, 5, 0, 5, 5]]}]))
     before = project.read_bytes()
     cases = [(evil, "cellpose", "refusing to load"), (notgeo, "geojson", "not JSON"),
+             (evil, "imagej", "not an ImageJ ROI"),
              (broken_zip, "imagej", "not an ImageJ ROI"),
              (wrong_size, "cellpose", "100x100 image"),
              (results, "coco-results", "'other.tif' is not in the project"),
@@ -261,7 +276,23 @@ def test_bad_files_fail_in_one_line_and_leave_the_project_unchanged(tmp_path, pr
         rc, out, err = cli("import", project, path, "--format", fmt)
         assert rc == 2, (path, out)
         assert message in err and len(err.strip().splitlines()) == 1, err
+    rc, out, err = cli("import", project, notgeo, "--score-threshold", "0.5")
+    assert rc == 2 and "applies to COCO results" in err
     assert project.read_bytes() == before
+
+
+def test_cellpose_export_says_where_overlaps_went(tmp_path, empty_project):
+    m = np.zeros((2, 512, 512), bool)
+    m[0, 10:20, 10:20] = True
+    m[1, 15:25, 15:25] = True  # 25 pixels shared with the first
+    masks = CroppedMasks.from_dense(m)
+    with ProjectStore.open(empty_project) as store:
+        store.add_instances(store.images()[0].id, Instances(
+            (512, 512), masks.tight_boxes(), [1, 1], [0, 0], masks), E.Origin.DRAWN)
+    rc, out, err = cli("export", empty_project, "--out", tmp_path / "cp", "--format", "cellpose")
+    assert rc == 0 and "25 overlapping pixels went to the later instance" in out
+    back = cv2.imread(str(tmp_path / "cp" / "img2d_cp_masks.png"), cv2.IMREAD_UNCHANGED)
+    assert (back == 1).sum() == 75 and (back == 2).sum() == 100
 
 
 # ------------------------------------------------------------------------------ COCO results

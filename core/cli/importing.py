@@ -37,10 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import CellsegError
     from ..interop import guess_format, import_file
     from ..project.store import ProjectStore
 
     fmt = guess_format(args.file) if args.format == "auto" else args.format
+    if fmt == "coco-results" and (args.category or args.image):
+        raise CellsegError("--category and --image do not apply to COCO results (they name "
+                           "their images and categories)")
+    if fmt != "coco-results" and args.score_threshold:
+        raise CellsegError(f"--score-threshold applies to COCO results, not to {fmt} files")
     with ProjectStore.open(args.project) as store:
         print(import_file(store, args.file, fmt, image=args.image, category=args.category,
                           score_threshold=args.score_threshold))

@@ -113,7 +113,7 @@ def export_project(store, out: str | Path, fmt: str, reviewed_only: bool = False
                         f"{', '.join(EXPORT_FORMATS)}")
     out = out_folder(Path(out))
     names = [c.name for c in store.categories()]
-    files = instances = holes = parts = 0
+    files = instances = holes = parts = overlap = 0
     used: set[str] = set()
     for ex in store.exportable(reviewed_only):
         if len(ex.instances) == 0:
@@ -140,11 +140,14 @@ def export_project(store, out: str | Path, fmt: str, reviewed_only: bool = False
         else:
             from .cellpose import write_cp_masks
 
-            write_cp_masks(out / stem, ex.instances)
+            overlap += write_cp_masks(out / stem, ex.instances)[1]
         files += 1
         instances += len(ex.instances)
     text = f"wrote {files} {fmt} files with {instances} instances into {out}"
     if holes or parts:
         text += (f"; ImageJ polygons cannot hold holes ({holes} instances lost theirs) or "
                  f"several parts ({parts} instances kept only their largest)")
+    if overlap:
+        text += (f"; a label image has one instance per pixel: {overlap} overlapping pixels "
+                 "went to the later instance")
     return text

@@ -120,7 +120,7 @@ def read_cellpose(path: str | Path) -> ImportedImage:
                     f"({', '.join(LABEL_SUFFIXES)})")
 
 
-def write_cp_masks(stem_path: str | Path, instances: Instances) -> Path:
+def write_cp_masks(stem_path: str | Path, instances: Instances) -> tuple[Path, int]:
     """Write ``<stem>_cp_masks.png`` (uint16; ``.tif`` beyond 65535 instances) as cellpose does.
 
     Args:
@@ -128,10 +128,11 @@ def write_cp_masks(stem_path: str | Path, instances: Instances) -> Path:
         instances: one image's instances; later ones win where masks overlap.
 
     Returns:
-        The written path.
+        The written path and the number of pixels that went to a later, overlapping instance.
     """
     n = len(instances)
     labels = instances.masks.label_image(dtype=np.uint32)
+    overlap = int(instances.masks.areas().sum() - np.count_nonzero(labels))
     stem_path = Path(stem_path)
     if n < 2 ** 16:
         import cv2
@@ -152,7 +153,7 @@ def write_cp_masks(stem_path: str | Path, instances: Instances) -> Path:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return path, overlap
 
 
 def fill_outlines(outlines: np.ndarray) -> np.ndarray:
