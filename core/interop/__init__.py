@@ -118,7 +118,7 @@ def export_project(store, out: str | Path, fmt: str, reviewed_only: bool = False
     for ex in store.exportable(reviewed_only):
         if len(ex.instances) == 0:
             continue
-        if len(ex.instances) and int(ex.instances.classes.max()) >= len(names):
+        if int(ex.instances.classes.max()) >= len(names):
             raise DataError(f"project {store.path}: image {ex.image.file_name} has class "
                             f"{int(ex.instances.classes.max()) + 1} but only {len(names)} "
                             "categories are defined")

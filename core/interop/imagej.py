@@ -1,7 +1,8 @@
 """ImageJ / Fiji ROI sets (``.zip`` of ``.roi`` files, or one ``.roi``) through ``roifile``.
 
-Export: one polygon ROI per instance, traced along the outer edges of its pixels (integer
-vertices: Fiji's ROI Manager fills exactly the mask's pixels back). The ROI name is
+Export: one polygon ROI per instance along the outer edges of its pixels, of ImageJ's *traced*
+polygon type (what the wand tool makes: integer vertices on pixel corners, so ImageJ's mask and
+area of the ROI are exactly the instance's pixels). The ROI name is
 ``<class>-<id>`` (class name, project instance id), the stroke colour is the class colour.
 An ImageJ polygon is one ring: **holes and all but the largest part of a mask are lost** (the
 export counts them). Import: polygon, freehand, traced (and rectangle/oval) ROIs become
@@ -60,7 +61,7 @@ def write_roi_set(path: str | Path, instances: Instances, class_names: Sequence[
         cls = int(instances.classes[i])
         roi = roifile.ImagejRoi.frompoints(traced[0].exterior.astype(np.int32),
                                            name=roi_name(class_names[cls], uids[i]))
-        roi.roitype = roifile.ROI_TYPE.POLYGON
+        roi.roitype = roifile.ROI_TYPE.TRACED  # a polygon along pixel edges
         roi.stroke_color = bytes((255, *class_colour(cls)))
         rois.append(roi)
     if not rois:
