@@ -110,3 +110,21 @@ def test_bad_import_shows_one_line_and_changes_nothing(qtbot, app_window, monkey
     assert "not JSON" in window.last_error and "\n" not in window.last_error
     assert window.banner.isVisible()
     assert c.store.path.read_bytes() == before
+
+
+def test_import_an_imagej_roi_set_onto_the_shown_image(qtbot, app_window, monkeypatch,
+                                                       tmp_path):
+    import roifile
+
+    window, c = app_window, app_window.editing
+    rois = [roifile.ImagejRoi.frompoints(np.array(pts), name=f"nucleus-{k}")
+            for k, pts in enumerate([[[10, 10], [30, 10], [30, 30], [10, 30]],
+                                     [[100, 50], [140, 50], [120, 90]]])]
+    path = tmp_path / "from_fiji.zip"  # not named like the image: goes to the one on screen
+    roifile.roiwrite(path, rois)
+    choose_files(monkeypatch, open_path=path)
+    window.actions["import_imagej"].trigger()
+    qtbot.waitUntil(lambda: c.stored and c.ann is not None and len(c.ann) == 2, timeout=10000)
+    assert 400 in c.ann.to_instances().masks.areas().tolist()  # the 20x20 square
+    assert (c.ann.origins == Origin.IMPORTED).all()
+    assert len(window.canvas.instances) == 2 and not window.last_error
