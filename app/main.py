@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from .editing import install_editing
 
     install_editing(window)  # tools, review dock, undo history, Project menu
+    from .interop_menu import install_interop
+
+    install_interop(window)  # File > Import / Export: COCO, ImageJ, QuPath, cellpose, labels
     from .training import install_training
 
     install_training(window)  # Train > Fine-tune... (cellseg train in a QProcess)

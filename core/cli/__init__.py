@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "convert": "cellseg.core.cli.convert",
     "project": "cellseg.core.cli.project",
     "export": "cellseg.core.cli.export",
+    "import": "cellseg.core.cli.importing",
     "train": "cellseg.trainer.cli",
     "doctor": "cellseg.app.doctor",  # reads the app's Qt settings, so it lives in app/
 }
