@@ -82,7 +82,7 @@ def import_into_project(window, fmt: str, path: str | Path, score_threshold: flo
         window.show_error(str(exc))
         return False
     window.statusBar().showMessage(message, 8000)
-    c._reload_current()  # the shown image now has project rows: show them
+    c.reload_current()  # the shown image now has project rows: show them
     return True
 
 

@@ -100,7 +100,7 @@ class EditingController(QObject):
         self.window.statusBar().showMessage(
             f"imported {summary.instances} instances on {summary.images_added + summary.images_matched}"
             " images", 5000)
-        self._reload_current()
+        self.reload_current()
         return True
 
     def export(self, path: str | Path, fmt: str = "coco", segmentation: str = "rle",
@@ -156,9 +156,10 @@ class EditingController(QObject):
                                    f"{record.width}x{record.height}; edits are not saved")
             return
         self.image_id = record.id
-        self._reload_current()
+        self.reload_current()
 
-    def _reload_current(self) -> None:
+    def reload_current(self) -> None:
+        """Show the project's annotations of the current image (after an import added some)."""
         if self.store is None or self.image_id is None:
             return
         has_rows = self.store._conn.execute(
