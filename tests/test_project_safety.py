@@ -224,7 +224,7 @@ def test_damaged_or_foreign_file_is_a_clear_error_and_never_written(project_path
 # ---------------------------------------------------------------- disk full
 DISK_FULL = """
     import os, resource, signal, sys
-        from cellseg.core.errors import DataError
+    from cellseg.core.errors import DataError
     from cellseg.core.project import edits as E
     from cellseg.core.project.store import ProjectStore
 
@@ -275,7 +275,8 @@ def test_disk_full_during_an_edit_is_one_message_and_loses_nothing_saved(project
 # ---------------------------------------------------------------- power cuts
 EDITOR = """
     import sys
-        from cellseg.core.project import edits as E
+    import numpy as np
+    from cellseg.core.project import edits as E
     from cellseg.core.project.store import ProjectStore
 
     path, image_id, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
