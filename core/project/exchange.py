@@ -24,7 +24,8 @@ import numpy as np
 
 from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
 from ..errors import CheckpointError, DataError, ImageReadError
-from ..io.image import IMAGE_SUFFIXES, looks_like_label_image
+from ..io.header import read_header
+from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
 from .edits import Origin, Review
 from .store import Category, ProjectStore
 
@@ -101,23 +102,15 @@ def _check_model(config, weights) -> tuple[Path, Path, int]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header where possible."""
+    """(H, W) of an image file from its header (format sniffed from the content; nothing is
+    decoded). Raises ImageReadError naming the file when it is empty, corrupt or a 3-D stack."""
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                shape = page.shape
-                if len(shape) == 3 and getattr(page, "planarconfig", 1) == 2 and shape[0] in (3, 4):
-                    shape = shape[1:]
-                return int(shape[0]), int(shape[1])
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.height, im.width
-    except Exception as exc:  # tifffile/PIL raise many types for corrupt files
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        header = read_header(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise ImageReadError(f"cannot read image {path}: {one_line(exc)}") from exc
+    return header.height, header.width
 
 
 # ------------------------------------------------------------------------ import
