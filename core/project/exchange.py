@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
+from ..coco_checks import MAX_ID
 from ..errors import CheckpointError, DataError, ImageReadError
 from ..io.header import read_header
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
@@ -125,6 +126,8 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
     """
     dataset = coco if isinstance(coco, CocoDataset) else load_coco(coco)
     source = dataset.path or "COCO data"
+    _check_unique(source, "image file_name", [im.file_name for im in dataset.images])
+    _check_unique(source, "category name", dataset.class_names)
     for im in dataset.images:
         if dataset.instances.get(im.id) is not None and len(dataset.instances[im.id]) \
                 and dataset.instances[im.id].masks is None:
@@ -154,6 +157,8 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
             remap[k] = by_name[c.name].class_index
             continue
         coco_id = c.id if c.id not in used_ids else max(used_ids) + 1
+        if coco_id > MAX_ID:
+            raise DataError(f"{source}: no free category id for {c.name!r}")
         cat = Category(len(new_cats), coco_id, c.name)
         new_cats.append(cat)
         by_name[c.name] = cat
@@ -185,6 +190,15 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
                                 reviews=[Review.PENDING] * len(inst), label_ids=labels)
             n_inst += len(inst)
     return ImportSummary(added, matched, n_inst, [c.name for c in new_cats])
+
+
+def _check_unique(source, what: str, values: list[str]) -> None:
+    """A project keys images by file name and classes by name: duplicates would merge."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise DataError(f"{source}: {what} {value!r} appears more than once")
+        seen.add(value)
 
 
 # ------------------------------------------------------------------------ export
