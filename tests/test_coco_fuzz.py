@@ -169,7 +169,8 @@ def unusual_but_valid(draw, doc):
         draw(st.sampled_from(doc["categories"]))["name"] = draw(st.text(min_size=1, max_size=6))
     else:
         draw(st.sampled_from(doc["images"]))["file_name"] = draw(
-            st.sampled_from(["new.tif", "sub/ü.png", "Ärger 1.tif"]))
+            st.sampled_from(["new.tif", "sub/ü.png", "Ärger 1.tif", "../crop.tif", "/etc/hosts",
+                             "crop.tif", "."]))
 
 
 @st.composite
@@ -208,6 +209,8 @@ def digest(path: Path) -> str | None:
 def test_import_of_a_hostile_coco_file_succeeds_validly_or_changes_nothing(base, data):
     root, valid, pristine = base
     raw = data.draw(hostile_coco(valid), label="COCO bytes")
+    # as the app imports (images must be on disk with the stated size) or without images
+    images_root = root if data.draw(st.booleans(), label="check images on disk") else None
     bad = root / "hostile.json"
     bad.write_bytes(raw)
     work = root / "work.cellseg"
@@ -218,7 +221,7 @@ def test_import_of_a_hostile_coco_file_succeeds_validly_or_changes_nothing(base,
         before = digest(work), digest(Path(f"{work}-wal"))
         rows = store._conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
         try:
-            summary = import_coco(store, bad)
+            summary = import_coco(store, bad, images_root=images_root)
         except DataError as exc:
             message = str(exc)
             assert "\n" not in message and str(bad) in message and len(message) < 400, message

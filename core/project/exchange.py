@@ -142,8 +142,11 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
             if not path.is_file():
                 raise DataError(f"{source}: image file_name {im.file_name!r} not found under "
                                 f"{images_root}")
-            if image_size(path) != im.size:
+            try:
                 h, w = image_size(path)
+            except ImageReadError as exc:  # the file's fault as much as the image's
+                raise DataError(f"{source}: image file_name {im.file_name!r}: {exc}") from exc
+            if (h, w) != im.size:
                 raise DataError(f"{source}: image {im.file_name} is {w}x{h} on disk but "
                                 f"{im.width}x{im.height} in the file")
     # categories: by name; class index k of the file -> project class index
