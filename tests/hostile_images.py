@@ -24,3 +24,18 @@ def truncated_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[:int(len(data) * fraction)])
     return dst
+
+
+def tiff_bomb(path: Path, width: int = 50_000, height: int = 50_000) -> Path:
+    """A little-endian TIFF whose one deflate strip claims ``width`` x ``height`` 8-bit pixels
+    but holds ~20 bytes: a header, one directory of nine tags, the strip."""
+    strip = zlib.compress(b"\x00" * 64)
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1),
+            (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
+    ifd_size = 2 + 12 * len(tags) + 4
+    data_at = 8 + ifd_size
+    entries = b"".join(struct.pack("<HHII", tag, kind, 1, data_at if tag == 273 else value)
+                       for tag, kind, value in tags)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries
+                     + struct.pack("<I", 0) + strip)
+    return path

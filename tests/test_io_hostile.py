@@ -15,7 +15,7 @@ from cellseg.core.cli import main
 from cellseg.core.errors import ImageReadError
 from cellseg.core.io import read_header, read_image, to_model_input, to_uint8
 
-from .hostile_images import png_bomb, truncated_copy
+from .hostile_images import png_bomb, tiff_bomb, truncated_copy
 
 
 def refused(path, match: str, **kwargs) -> str:
@@ -48,6 +48,21 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     disguised = tmp_path / "bomb.tif"
     disguised.write_bytes(bomb.read_bytes())
     refused(disguised, "above the limit")
+
+
+def test_tiff_bomb_is_refused_from_its_directory(tmp_path):
+    bomb = tiff_bomb(tmp_path / "bomb.tif")
+    assert bomb.stat().st_size < 200
+    assert read_header(bomb).pixels == 50_000 * 50_000  # tifffile parses it as a real TIFF
+    tracemalloc.start()
+    try:
+        refused(bomb, "50000x50000 = 2,500,000,000 pixels, above the limit")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+    small = tiff_bomb(tmp_path / "small.tif", 8, 8)  # the same layout at a sane size decodes
+    assert read_image(small).shape == (8, 8) and not read_image(small).any()
 
 
 def test_pixel_limit_from_the_environment_and_the_argument(tmp_path, nuclei_dir, monkeypatch):
