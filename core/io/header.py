@@ -110,10 +110,10 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
     path = Path(path)
     head = data[:32] if data is not None else _head(path)
     if not head:
-        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)")
+        raise ImageReadError(f"cannot decode image {path}: the file is empty (0 bytes)")
     fmt = sniff_format(head)
     if fmt is None:
-        raise ImageReadError(f"cannot read image {path}: not a TIFF, PNG, JPEG or BMP file "
+        raise ImageReadError(f"cannot decode image {path}: not a TIFF, PNG, JPEG or BMP file "
                              f"(it starts with {bytes(head[:8])!r})")
     if fmt == "tiff":
         from .tiff import tiff_plane_shape
@@ -124,7 +124,7 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
         data = path.read_bytes()
     h, w = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size}[fmt](memoryview(data), path)
     if h <= 0 or w <= 0:
-        raise ImageReadError(f"cannot read image {path}: its header gives a size of {w}x{h}")
+        raise ImageReadError(f"cannot decode image {path}: its header gives a size of {w}x{h}")
     return ImageHeader(fmt, h, w)
 
 
@@ -137,7 +137,7 @@ def _head(path: Path) -> bytes:
 
 
 def _truncated(path: Path, what: str) -> ImageReadError:
-    return ImageReadError(f"cannot read image {path}: truncated {what} (the file ends early; "
+    return ImageReadError(f"cannot decode image {path}: truncated {what} (the file ends early; "
                           "was it copied completely?)")
 
 
@@ -145,7 +145,7 @@ def _png_size(data: memoryview, path: Path) -> tuple[int, int]:
     # chunks: 4-byte length, 4-byte type, data, 4-byte CRC; IHDR first, IEND last
     if len(data) < 33 or bytes(data[12:16]) != b"IHDR":
         raise _truncated(path, "PNG header") if len(data) < 33 else ImageReadError(
-            f"cannot read image {path}: PNG without an IHDR header chunk")
+            f"cannot decode image {path}: PNG without an IHDR header chunk")
     w, h = struct.unpack(">II", data[16:24])
     pos = 8
     while pos + 8 <= len(data):
@@ -164,7 +164,7 @@ def _jpeg_size(data: memoryview, path: Path) -> tuple[int, int]:
     size, pos = None, 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            raise ImageReadError(f"cannot read image {path}: corrupt JPEG (bad marker at byte "
+            raise ImageReadError(f"cannot decode image {path}: corrupt JPEG (bad marker at byte "
                                  f"{pos})")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
@@ -186,7 +186,7 @@ def _jpeg_size(data: memoryview, path: Path) -> tuple[int, int]:
             return size
         pos += 2 + length
     if size is None and pos + 4 <= len(data):
-        raise ImageReadError(f"cannot read image {path}: corrupt JPEG (no frame header)")
+        raise ImageReadError(f"cannot decode image {path}: corrupt JPEG (no frame header)")
     raise _truncated(path, "JPEG")
 
 

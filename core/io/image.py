@@ -89,11 +89,14 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             image = _decode_with_opencv(data, path)
     except ImageReadError:
         raise
+    except OSError as exc:  # permissions, a vanished network share
+        raise ImageReadError(f"cannot read image {path}: {exc.strerror or one_line(exc)}"
+                             ) from exc
     except MemoryError as exc:
         raise ImageReadError(f"cannot read image {path}: not enough memory to decode it"
                              ) from exc
     except Exception as exc:  # tifffile/OpenCV raise many types for corrupt files
-        raise ImageReadError(f"cannot read image {path}: {one_line(exc)}") from exc
+        raise ImageReadError(f"cannot decode image {path}: {one_line(exc)}") from exc
     return _normalise_layout(image, path)
 
 
@@ -110,12 +113,12 @@ def _decode_with_opencv(data: bytes, path: Path) -> np.ndarray:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE" in str(exc):  # cv2 was imported before this module lifted it
-            raise ImageReadError(f"cannot read image {path}: larger than OpenCV's own limit; "
+            raise ImageReadError(f"cannot decode image {path}: larger than OpenCV's own limit; "
                                  "set the environment variable OPENCV_IO_MAX_IMAGE_PIXELS as "
                                  "high as CELLSEG_MAX_PIXELS") from exc
         raise
     if image is None:
-        raise ImageReadError(f"cannot decode image (corrupt or not an image): {path}")
+        raise ImageReadError(f"cannot decode image {path}: corrupt, or not an image")
     if image.ndim == 3:
         if image.shape[2] == 4:
             image = image[:, :, :3]
@@ -134,7 +137,8 @@ def _normalise_layout(image: np.ndarray, path: Path) -> np.ndarray:
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
     if image.dtype.kind not in "uif" or image.size == 0:
-        raise ImageReadError(f"unsupported pixel data ({image.dtype}, shape {image.shape}) in {path}")
+        raise ImageReadError(f"unsupported pixel data ({image.dtype}, shape {image.shape}) "
+                             f"in {path}")
     return image
 
 

@@ -49,7 +49,7 @@ def read_tiff_plane(path: str | Path, limit: int) -> np.ndarray:
         check_pixels(shape[0], shape[1], path, limit)
         offsets, counts = page.dataoffsets, page.databytecounts
         if offsets and max(o + c for o, c in zip(offsets, counts)) > tif.filehandle.size:
-            raise ImageReadError(f"cannot read image {path}: truncated TIFF (its pixel data "
+            raise ImageReadError(f"cannot decode image {path}: truncated TIFF (its pixel data "
                                  "runs past the end of the file; was it copied completely?)")
         image = page.asarray()
     kept = [(a, n) for a, n in zip(page.axes, page.shape) if not (a == "Z" and n == 1)]
@@ -61,7 +61,7 @@ def read_tiff_plane(path: str | Path, limit: int) -> np.ndarray:
 
 def _first_plane(tif, path: Path):
     if not tif.pages:
-        raise ImageReadError(f"cannot read image {path}: the TIFF has no pages")
+        raise ImageReadError(f"cannot decode image {path}: the TIFF has no pages")
     series = tif.series[0] if tif.series else None
     if series is not None and "Z" in series.axes:
         depth = series.shape[series.axes.index("Z")]
@@ -73,7 +73,7 @@ def _first_plane(tif, path: Path):
         raise _stack_error(path, shape[axes.index("Z")], shape, axes)
     dims = {a: n for a, n in zip(axes, shape) if not (a == "Z" and n == 1)}
     if set(dims) - {"Y", "X", "S"} or "Y" not in dims or "X" not in dims:
-        raise ImageReadError(f"cannot read image {path}: unsupported TIFF page layout "
+        raise ImageReadError(f"cannot decode image {path}: unsupported TIFF page layout "
                              f"{axes} {shape} (expected a 2-D image, grayscale or colour)")
     plane = (dims["Y"], dims["X"]) + ((dims["S"],) if "S" in dims else ())
     return page, plane

@@ -110,7 +110,7 @@ def image_size(path: Path) -> tuple[int, int]:
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
-        raise ImageReadError(f"cannot read image {path}: {one_line(exc)}") from exc
+        raise ImageReadError(f"cannot decode image {path}: {one_line(exc)}") from exc
     return header.height, header.width
 
 
