@@ -6,8 +6,9 @@ COCO rows: decoding one image's compressed RLE masks as ``load_coco`` did before
 dense decode, 64 masks at a time, then cropping) and as it does now (checks of every counts string
 plus the vectorised decoder of ``core.project.rle``), and a whole ``load_coco``. Image rows:
 ``np.fromfile`` + ``cv2.imdecode`` (the old PNG path) vs ``read_image`` (magic bytes, header,
-chunk walk, pixel limit, then the same decode), and the header alone. Times are medians of ``--repeat`` runs;
-peak memory is what tracemalloc sees (numpy and pycocotools buffers). Prints a table.
+chunk walk, pixel limit, then the same decode), and the header alone. Times are medians of
+``--repeat`` runs; peak memory is what tracemalloc sees (numpy and pycocotools buffers). Prints
+a table.
 """
 from __future__ import annotations
 
