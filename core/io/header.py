@@ -12,10 +12,12 @@ Hostile or damaged files are refused before any pixel buffer is allocated:
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ImageReadError
 
@@ -96,7 +98,8 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
     """Format and size of an image file from its header.
 
     Args:
-        path: the file (used for messages, and read when ``data`` is None).
+        path: the file (used for messages, and read when ``data`` is None: only the header and
+            the chunk/segment headers are read, with seeks, never the pixel data).
         data: the file's bytes if already in memory (PNG, JPEG, BMP). TIFFs are opened with
             tifffile, which reads the directories only.
 
@@ -108,7 +111,17 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
             TIFF that is a 3-D (Z) stack.
     """
     path = Path(path)
-    head = data[:32] if data is not None else _head(path)
+    if data is not None:
+        return _header(io.BytesIO(data), len(data), path)
+    try:
+        with open(path, "rb") as fh:
+            return _header(fh, os.fstat(fh.fileno()).st_size, path)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+
+
+def _header(fh: BinaryIO, size: int, path: Path) -> ImageHeader:
+    head = fh.read(32)
     if not head:
         raise ImageReadError(f"cannot decode image {path}: the file is empty (0 bytes)")
     fmt = sniff_format(head)
@@ -120,20 +133,15 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
 
         h, w = tiff_plane_shape(path)[:2]
         return ImageHeader(fmt, h, w)
-    if data is None:
-        data = path.read_bytes()
-    h, w = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size}[fmt](memoryview(data), path)
+    h, w = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size}[fmt](fh, size, path)
     if h <= 0 or w <= 0:
         raise ImageReadError(f"cannot decode image {path}: its header gives a size of {w}x{h}")
     return ImageHeader(fmt, h, w)
 
 
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(32)
-    except OSError as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+def _read_at(fh: BinaryIO, pos: int, n: int) -> bytes:
+    fh.seek(pos)
+    return fh.read(n)
 
 
 def _truncated(path: Path, what: str) -> ImageReadError:
@@ -141,61 +149,73 @@ def _truncated(path: Path, what: str) -> ImageReadError:
                           "was it copied completely?)")
 
 
-def _png_size(data: memoryview, path: Path) -> tuple[int, int]:
+def _png_size(fh: BinaryIO, size: int, path: Path) -> tuple[int, int]:
     # chunks: 4-byte length, 4-byte type, data, 4-byte CRC; IHDR first, IEND last
-    if len(data) < 33 or bytes(data[12:16]) != b"IHDR":
-        raise _truncated(path, "PNG header") if len(data) < 33 else ImageReadError(
-            f"cannot decode image {path}: PNG without an IHDR header chunk")
-    w, h = struct.unpack(">II", data[16:24])
+    ihdr = _read_at(fh, 8, 25)
+    if len(ihdr) < 25:
+        raise _truncated(path, "PNG header")
+    if ihdr[4:8] != b"IHDR":
+        raise ImageReadError(f"cannot decode image {path}: PNG without an IHDR header chunk")
+    w, h = struct.unpack(">II", ihdr[8:16])
     pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    while pos + 8 <= size:  # hop from chunk header to chunk header: the data is never read
+        length, kind = struct.unpack(">I4s", _read_at(fh, pos, 8))
         pos += 12 + length
         if kind == b"IEND":
             break
     else:
         raise _truncated(path, "PNG")
-    if pos > len(data):
+    if pos > size:
         raise _truncated(path, "PNG")
     return int(h), int(w)
 
 
-def _jpeg_size(data: memoryview, path: Path) -> tuple[int, int]:
-    size, pos = None, 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+def _jpeg_size(fh: BinaryIO, size: int, path: Path) -> tuple[int, int]:
+    frame, pos = None, 2
+    while pos + 4 <= size:
+        seg = _read_at(fh, pos, 9)
+        if seg[0] != 0xFF:
             raise ImageReadError(f"cannot decode image {path}: corrupt JPEG (bad marker at byte "
                                  f"{pos})")
-        marker = data[pos + 1]
+        marker = seg[1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker in _JPEG_STANDALONE:
             pos += 2
             continue
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if marker in _JPEG_SOF and pos + 9 <= len(data):
-            h, w = struct.unpack(">HH", data[pos + 5:pos + 9])
-            size = (int(h), int(w))
+        if marker in _JPEG_SOF and len(seg) == 9:
+            frame = struct.unpack(">HH", seg[5:9])
         if marker == 0xDA:  # start of scan: entropy-coded data follows, then EOI
-            if size is None:
-                break
-            # inside entropy-coded data 0xFF is always followed by 0x00 or RSTn, never 0xD9
-            if bytes(data[pos:]).rfind(b"\xff\xd9") < 0:
+            if frame is None:
+                raise ImageReadError(f"cannot decode image {path}: corrupt JPEG (no frame "
+                                     "header)")
+            if not _has_end_marker(fh, pos, size):
                 raise _truncated(path, "JPEG")
-            return size
-        pos += 2 + length
-    if size is None and pos + 4 <= len(data):
-        raise ImageReadError(f"cannot decode image {path}: corrupt JPEG (no frame header)")
+            return int(frame[0]), int(frame[1])
+        pos += 2 + struct.unpack(">H", seg[2:4])[0]
     raise _truncated(path, "JPEG")
 
 
-def _bmp_size(data: memoryview, path: Path) -> tuple[int, int]:
-    info = struct.unpack("<I", data[14:18])[0]
+def _has_end_marker(fh: BinaryIO, start: int, size: int, block: int = 1 << 16) -> bool:
+    """An EOI marker after ``start``: inside entropy-coded data 0xFF is always followed by 0x00
+    or RSTn, never 0xD9. Searched from the end (where it is) backwards, in blocks."""
+    end = size
+    while end > start:
+        lo = max(start, end - block)
+        if b"\xff\xd9" in _read_at(fh, lo, end - lo + (1 if end < size else 0)):
+            return True
+        end = lo
+    return False
+
+
+def _bmp_size(fh: BinaryIO, size: int, path: Path) -> tuple[int, int]:
+    head = _read_at(fh, 0, 26)
+    info = struct.unpack("<I", head[14:18])[0]
     if info == 12:  # BITMAPCOREHEADER: 16-bit sizes
-        w, h = struct.unpack("<HH", data[18:22])
+        w, h = struct.unpack("<HH", head[18:22])
     else:
-        if len(data) < 26:
+        if len(head) < 26:
             raise _truncated(path, "BMP header")
-        w, h = struct.unpack("<ii", data[18:26])
+        w, h = struct.unpack("<ii", head[18:26])
     return abs(int(h)), int(w)  # a negative height means rows stored top-down
