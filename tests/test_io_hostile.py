@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
+import subprocess
+import sys
 import tracemalloc
 
 import cv2
@@ -91,6 +94,25 @@ def test_truncated_files(tmp_path, nuclei_dir, nuclei16):
     refused(truncated_copy(tmp_path / "full.png", tmp_path / "half.png"), "truncated PNG")
     cv2.imwrite(str(tmp_path / "full.jpg"), to_uint8(nuclei16))
     refused(truncated_copy(tmp_path / "full.jpg", tmp_path / "half.jpg", 0.7), "truncated JPEG")
+
+
+def test_damaged_tiff_directory_is_one_error_and_one_line_on_stderr(tmp_path):
+    good = tiff_bomb(tmp_path / "good.tif", 8, 8)  # a sane 8x8 deflate TIFF
+    data = good.read_bytes()
+    entry = struct.pack("<HHI", 273, 4, 1)  # StripOffsets: where the pixels are
+    assert data.count(entry) == 1
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "no_offsets.tif").write_bytes(data.replace(entry, struct.pack("<HHI", 273, 4, 0)))
+    (folder / "bad_type.tif").write_bytes(data.replace(entry, struct.pack("<HHI", 273, 99, 1)))
+    # tifffile would return zeros for these: a black image that looks like data
+    refused(folder / "no_offsets.tif", "corrupt TIFF, the page has no pixel data")
+    refused(folder / "bad_type.tif", "corrupt TIFF, the page has no pixel data")
+    # tifffile logs warnings about them; a real process prints only our one line
+    proc = subprocess.run([sys.executable, "-m", "cellseg.core.cli", "project", "create", folder,
+                           "--out", tmp_path / "p.cellseg"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "bad_type.tif: corrupt TIFF" in proc.stderr
 
 
 def test_wrong_extension_reads_by_content(tmp_path, nuclei16):
