@@ -115,6 +115,15 @@ def test_damaged_tiff_directory_is_one_error_and_one_line_on_stderr(tmp_path):
     assert "bad_type.tif: corrupt TIFF" in proc.stderr
 
 
+def test_png_bit_flip_is_a_crc_error_before_libpng_sees_it(tmp_path, nuclei16):
+    cv2.imwrite(str(tmp_path / "ok.png"), nuclei16)
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    data[len(data) // 2] ^= 0x10  # one flipped bit inside the compressed pixels
+    (tmp_path / "flipped.png").write_bytes(bytes(data))
+    refused(tmp_path / "flipped.png", "corrupt PNG \\(CRC error in the 'IDAT' chunk")
+    assert read_header(tmp_path / "flipped.png").width == 512  # the header alone is fine
+
+
 def test_wrong_extension_reads_by_content(tmp_path, nuclei16):
     cv2.imwrite(str(tmp_path / "real.png"), nuclei16)
     tifffile.imwrite(tmp_path / "real.tif", nuclei16)

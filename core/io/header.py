@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -111,16 +112,16 @@ def read_header(path: str | Path, data: bytes | None = None) -> ImageHeader:
             TIFF that is a 3-D (Z) stack.
     """
     path = Path(path)
-    if data is not None:
-        return _header(io.BytesIO(data), len(data), path)
+    if data is not None:  # in memory anyway: also check the PNG chunks' CRCs
+        return _header(io.BytesIO(data), len(data), path, verify=True)
     try:
         with open(path, "rb") as fh:
-            return _header(fh, os.fstat(fh.fileno()).st_size, path)
+            return _header(fh, os.fstat(fh.fileno()).st_size, path, verify=False)
     except OSError as exc:
         raise ImageReadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
-def _header(fh: BinaryIO, size: int, path: Path) -> ImageHeader:
+def _header(fh: BinaryIO, size: int, path: Path, verify: bool) -> ImageHeader:
     head = fh.read(32)
     if not head:
         raise ImageReadError(f"cannot decode image {path}: the file is empty (0 bytes)")
@@ -133,7 +134,10 @@ def _header(fh: BinaryIO, size: int, path: Path) -> ImageHeader:
 
         h, w = tiff_plane_shape(path)[:2]
         return ImageHeader(fmt, h, w)
-    h, w = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size}[fmt](fh, size, path)
+    if fmt == "png":
+        h, w = _png_size(fh, size, path, verify)
+    else:
+        h, w = {"jpeg": _jpeg_size, "bmp": _bmp_size}[fmt](fh, size, path)
     if h <= 0 or w <= 0:
         raise ImageReadError(f"cannot decode image {path}: its header gives a size of {w}x{h}")
     return ImageHeader(fmt, h, w)
@@ -149,17 +153,27 @@ def _truncated(path: Path, what: str) -> ImageReadError:
                           "was it copied completely?)")
 
 
-def _png_size(fh: BinaryIO, size: int, path: Path) -> tuple[int, int]:
+def _png_size(fh: BinaryIO, size: int, path: Path, verify: bool) -> tuple[int, int]:
+    """Size from IHDR; every chunk must lie inside the file (and, with ``verify``, match its
+    CRC): libpng would otherwise print its own error to stderr and fail later."""
     # chunks: 4-byte length, 4-byte type, data, 4-byte CRC; IHDR first, IEND last
     ihdr = _read_at(fh, 8, 25)
     if len(ihdr) < 25:
         raise _truncated(path, "PNG header")
     if ihdr[4:8] != b"IHDR":
         raise ImageReadError(f"cannot decode image {path}: PNG without an IHDR header chunk")
-    w, h = struct.unpack(">II", ihdr[8:16])
+    w, h, depth, colour = struct.unpack(">IIBB", ihdr[8:18])
+    if depth not in (1, 2, 4, 8, 16) or colour not in (0, 2, 3, 4, 6):
+        raise ImageReadError(f"cannot decode image {path}: corrupt PNG header (bit depth "
+                             f"{depth}, colour type {colour})")
     pos = 8
-    while pos + 8 <= size:  # hop from chunk header to chunk header: the data is never read
+    while pos + 8 <= size:  # hop from chunk header to chunk header
         length, kind = struct.unpack(">I4s", _read_at(fh, pos, 8))
+        if verify and pos + 12 + length <= size:
+            body = fh.read(length + 4)
+            if zlib.crc32(body[:-4], zlib.crc32(kind)) != struct.unpack(">I", body[-4:])[0]:
+                raise ImageReadError(f"cannot decode image {path}: corrupt PNG (CRC error in "
+                                     f"the {kind.decode('latin-1')!r} chunk at byte {pos})")
         pos += 12 + length
         if kind == b"IEND":
             break
