@@ -135,10 +135,13 @@ def segmentation_rle(seg, size: tuple[int, int], where: str) -> str:
                             f"[{h}, {w}]")
         counts = seg["counts"]
         if isinstance(counts, list):
-            if (not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= h * w
-                        for c in counts) or sum(counts) != h * w):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= h * w
+                       for c in counts):
                 raise DataError(f"{where}: uncompressed RLE counts must be non-negative "
                                 f"integers summing to {h}*{w}")
+            if sum(counts) != h * w:  # e.g. CVAT exports with runs past the mask (issue 9460)
+                raise DataError(f"{where}: uncompressed RLE counts sum to {sum(counts)}, not "
+                                f"height x width = {h}*{w} = {h * w}")
             return mask_util.frPyObjects(
                 {"size": [h, w], "counts": counts}, h, w)["counts"].decode("ascii")
         if not isinstance(counts, str):

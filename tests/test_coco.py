@@ -137,7 +137,7 @@ def test_valid_small_file_loads(tmp_path):
     (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": "52"}),
      "invalid RLE counts"),  # runs of 5 and 2 pixels: not 10x12 = 120
     (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": [100, 30]}),
-     "summing to 10\\*12"),
+     "counts sum to 130, not height x width = 10\\*12 = 120"),
     (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": [True]}),
      "must be non-negative integers"),
 ])
