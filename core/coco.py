@@ -22,14 +22,16 @@ pixel.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .coco_checks import (MAX_LABEL, MAX_SIDE, as_flag, as_int, as_text, check_bbox,
+                          decode_masks, read_json, require, segmentation_rle, show)
 from .errors import DataError
+from .io.header import MAX_PIXELS_ENV, max_pixels
 from .structures import CroppedMasks, Instances
 
 __all__ = [
@@ -102,7 +104,12 @@ def load_coco(path: str | Path) -> CocoDataset:
 
 
 def parse_coco(data, source: str = "<coco>", path: Path | None = None) -> CocoDataset:
-    """Validate an already-parsed COCO dict (see :func:`load_coco`)."""
+    """Validate an already-parsed COCO dict (see :func:`load_coco`).
+
+    Every field is checked by :mod:`cellseg.core.coco_checks` (types, id ranges, text, boxes
+    inside the image, RLE/polygon masks of the image's size, the image size against
+    ``CELLSEG_MAX_PIXELS``); the first problem raises one DataError line.
+    """
     if not isinstance(data, dict):
         raise DataError(f"{source}: top level must be a JSON object with 'images', "
                         f"'annotations' and 'categories', got {type(data).__name__}")
@@ -110,7 +117,7 @@ def parse_coco(data, source: str = "<coco>", path: Path | None = None) -> CocoDa
         if key not in data:
             raise DataError(f"{source}: missing required key '{key}'")
         if not isinstance(data[key], list):
-            raise DataError(f"{source}: '{key}' must be a list")
+            raise DataError(f"{source}: '{key}' must be a list, got {show(data[key])}")
 
     images = [_parse_image(rec, i, source) for i, rec in enumerate(data["images"])]
     seen: dict[int, CocoImage] = {}
@@ -119,33 +126,37 @@ def parse_coco(data, source: str = "<coco>", path: Path | None = None) -> CocoDa
             raise DataError(f"{source}: duplicate image id {im.id}")
         seen[im.id] = im
     categories = [_parse_category(rec, i, source) for i, rec in enumerate(data["categories"])]
-    if len({c.id for c in categories}) != len(categories):
-        raise DataError(f"{source}: duplicate category ids")
+    ids = [c.id for c in categories]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"{source}: duplicate category id {dup}")
     categories.sort(key=lambda c: c.id)
     class_of = {c.id: k for k, c in enumerate(categories)}
 
     per_image: dict[int, list[dict]] = {im.id: [] for im in images}
     crowd = 0
-    ann_ids: set = set()
+    ann_ids: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotation #{i}"
-        if not isinstance(ann, dict):
-            raise DataError(f"{where} is not an object")
-        for key in ("id", "image_id", "category_id"):
-            if key not in ann:
-                raise DataError(f"{where}: missing required field '{key}'")
-        where = f"{source}: annotation id {ann['id']}"
-        if ann["id"] in ann_ids:
+        require(ann, ("id", "image_id", "category_id"), where)
+        ann_id = as_int(ann["id"], "id", where)
+        where = f"{source}: annotation id {ann_id}"
+        if ann_id in ann_ids:
             raise DataError(f"{where}: duplicate annotation id")
-        ann_ids.add(ann["id"])
-        if ann["image_id"] not in per_image:
-            raise DataError(f"{where}: unknown image_id {ann['image_id']!r}")
-        if ann["category_id"] not in class_of:
-            raise DataError(f"{where}: unknown category_id {ann['category_id']!r}")
-        if ann.get("iscrowd", 0):
+        ann_ids.add(ann_id)
+        image_id = as_int(ann["image_id"], "image_id", where)
+        category_id = as_int(ann["category_id"], "category_id", where)
+        if image_id not in per_image:
+            raise DataError(f"{where}: unknown image_id {image_id}")
+        if category_id not in class_of:
+            raise DataError(f"{where}: unknown category_id {category_id} (categories: "
+                            f"{show(sorted(class_of), 40)})")
+        if as_flag(ann.get("iscrowd", 0), "iscrowd", where):
             crowd += 1
             continue
-        per_image[ann["image_id"]].append(ann)
+        label = as_int(ann.get("label_id", 0), "label_id", where, hi=MAX_LABEL)
+        per_image[image_id].append(dict(ann, id=ann_id, image_id=image_id,
+                                        category_id=category_id, label_id=label))
 
     has_segm = {("segmentation" in a and a["segmentation"] not in (None, [], {}))
                 for anns in per_image.values() for a in anns}
@@ -160,131 +171,60 @@ def parse_coco(data, source: str = "<coco>", path: Path | None = None) -> CocoDa
     for im in images:
         anns = per_image[im.id]
         instances[im.id] = _instances_of(im, anns, class_of, with_masks, source)
-        label_ids[im.id] = np.array([_int_field(a, "label_id", 0, source) for a in anns],
-                                    np.int64)
+        label_ids[im.id] = np.array([a["label_id"] for a in anns], np.int64)
     return CocoDataset(images, categories, instances, label_ids, crowd, path)
 
 
 def _read_json(path: Path):
-    if not path.is_file():
-        raise DataError(f"COCO file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        # an error at the very end (or an unterminated string) means the file was cut short
-        cut = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-        what = "truncated" if cut else "invalid"
-        raise DataError(f"{path}: {what} JSON at line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}") from exc
-
-
-def _require(rec, keys, where):
-    if not isinstance(rec, dict):
-        raise DataError(f"{where} is not an object")
-    for key in keys:
-        if key not in rec:
-            raise DataError(f"{where}: missing required field '{key}'")
-
-
-def _int_field(rec, key, default, source):
-    value = rec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise DataError(f"{source}: field '{key}' must be an integer, got {value!r}")
-    return int(value)
+    return read_json(path)
 
 
 def _parse_image(rec, i, source) -> CocoImage:
     where = f"{source}: image #{i}"
-    _require(rec, ("id", "file_name", "height", "width"), where)
-    h, w = _int_field(rec, "height", 0, where), _int_field(rec, "width", 0, where)
-    if h <= 0 or w <= 0:
-        raise DataError(f"{where} (id {rec['id']}): height and width must be positive, got "
-                        f"{h}x{w}")
-    if not isinstance(rec["file_name"], str):
-        raise DataError(f"{where}: file_name must be a string")
-    return CocoImage(rec["id"], rec["file_name"], h, w)
+    require(rec, ("id", "file_name", "height", "width"), where)
+    image_id = as_int(rec["id"], "id", where)
+    where = f"{source}: image #{i} (id {image_id})"
+    h = as_int(rec["height"], "height", where, lo=1, hi=MAX_SIDE)
+    w = as_int(rec["width"], "width", where, lo=1, hi=MAX_SIDE)
+    file_name = as_text(rec["file_name"], "file_name", where)
+    if not file_name.strip():
+        raise DataError(f"{where}: file_name is empty")
+    limit = max_pixels()
+    if h * w > limit:
+        raise DataError(f"{where}: {w}x{h} = {h * w:,} pixels is above the limit of {limit:,} "
+                        f"(set the environment variable {MAX_PIXELS_ENV} to raise it)")
+    return CocoImage(image_id, file_name, h, w)
 
 
 def _parse_category(rec, i, source) -> CocoCategory:
     where = f"{source}: category #{i}"
-    _require(rec, ("id", "name"), where)
-    return CocoCategory(rec["id"], str(rec["name"]))
+    require(rec, ("id", "name"), where)
+    return CocoCategory(as_int(rec["id"], "id", where), as_text(rec["name"], "name", where))
 
 
 def _instances_of(im: CocoImage, anns: list[dict], class_of, with_masks, source) -> Instances:
     h, w = im.size
     n = len(anns)
+    wheres = [f"{source}: annotation id {a['id']} (image id {im.id})" for a in anns]
     classes = np.array([class_of[a["category_id"]] for a in anns], np.int64)
     scores = np.ones(n, np.float32)
     masks = None
     if with_masks:
-        rles = [_rle_of(a, im, source) for a in anns]
-        masks = CroppedMasks.from_rle(rles, image_size=(h, w))
+        counts = [segmentation_rle(a["segmentation"], (h, w), where)
+                  for a, where in zip(anns, wheres)]
+        masks = decode_masks(counts, (h, w), wheres)
     boxes = np.zeros((n, 4), np.float32)
-    for k, a in enumerate(anns):
-        bbox = a.get("bbox")
-        if bbox is None:
+    missing = []
+    for k, (a, where) in enumerate(zip(anns, wheres)):
+        if a.get("bbox") is None:
             if masks is None:
-                raise DataError(f"{source}: annotation id {a['id']} has neither bbox nor "
-                                "segmentation")
+                raise DataError(f"{where}: has neither bbox nor segmentation")
+            missing.append(k)
             continue
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
-            raise DataError(f"{source}: annotation id {a['id']}: bbox must be [x, y, width, "
-                            f"height] numbers, got {bbox!r}")
-        if bbox[2] < 0 or bbox[3] < 0:
-            raise DataError(f"{source}: annotation id {a['id']}: bbox has negative size {bbox}")
-        boxes[k] = (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3])
-    missing = [k for k, a in enumerate(anns) if a.get("bbox") is None]
+        boxes[k] = check_bbox(a["bbox"], (h, w), where)
     if missing:  # derive boxes from masks where the file gives none
         boxes[missing] = masks[missing].tight_boxes()
     return Instances((h, w), boxes, scores, classes, masks)
-
-
-def _rle_of(ann: dict, im: CocoImage, source: str) -> dict:
-    """The annotation's segmentation as one RLE (polygons merged), checked against the image."""
-    from pycocotools import mask as mask_util
-
-    h, w = im.size
-    seg = ann["segmentation"]
-    where = f"{source}: annotation id {ann['id']} (image id {im.id})"
-    if isinstance(seg, dict):
-        if "size" not in seg or "counts" not in seg:
-            raise DataError(f"{where}: RLE segmentation needs 'size' and 'counts'")
-        size = seg["size"]
-        if list(size) != [h, w]:
-            raise DataError(f"{where}: RLE size {list(size)} differs from the image size "
-                            f"[{h}, {w}]")
-        counts = seg["counts"]
-        if isinstance(counts, list):
-            if sum(counts) != h * w or any((not isinstance(c, int)) or c < 0 for c in counts):
-                raise DataError(f"{where}: uncompressed RLE counts must be non-negative "
-                                f"integers summing to {h}*{w}")
-            return {"size": [h, w], "counts": counts}
-        if not isinstance(counts, str):
-            raise DataError(f"{where}: RLE counts must be a string or a list")
-        try:
-            mask_util.area({"size": [h, w], "counts": counts.encode("ascii")})
-        except Exception as exc:  # pycocotools raises plain exceptions on garbage
-            raise DataError(f"{where}: unreadable compressed RLE: {exc}") from exc
-        return {"size": [h, w], "counts": counts}
-    if isinstance(seg, list):
-        polys = seg
-        for p in polys:
-            if (not isinstance(p, list) or len(p) < 6 or len(p) % 2
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)):
-                raise DataError(f"{where}: a polygon must be a flat list of at least 3 x,y pairs")
-            xs, ys = p[0::2], p[1::2]
-            if min(xs) < 0 or min(ys) < 0 or max(xs) > w or max(ys) > h:
-                raise DataError(f"{where}: polygon lies outside the {w}x{h} image (x in "
-                                f"[{min(xs)}, {max(xs)}], y in [{min(ys)}, {max(ys)}])")
-        rle = mask_util.merge(mask_util.frPyObjects(polys, h, w))
-        return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-    raise DataError(f"{where}: segmentation must be an RLE object or a list of polygons")
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -444,15 +384,19 @@ def parse_coco_results(data, dataset: CocoDataset, source: str = "<results>"
     per_image: dict[int, list[dict]] = {i: [] for i in images}
     for i, det in enumerate(data):
         where = f"{source}: detection #{i}"
-        _require(det, ("image_id", "category_id"), where)
-        if det["image_id"] not in images:
-            raise DataError(f"{where}: unknown image_id {det['image_id']!r} (not in the ground "
-                            "truth)")
-        if det["category_id"] not in class_of:
-            raise DataError(f"{where}: unknown category_id {det['category_id']!r}")
+        require(det, ("image_id", "category_id"), where)
+        image_id = as_int(det["image_id"], "image_id", where)
+        category_id = as_int(det["category_id"], "category_id", where)
+        if image_id not in images:
+            raise DataError(f"{where}: unknown image_id {image_id} (not in the ground truth)")
+        if category_id not in class_of:
+            raise DataError(f"{where}: unknown category_id {category_id}")
         if "bbox" not in det and "segmentation" not in det:
             raise DataError(f"{where}: needs a bbox or a segmentation")
-        per_image[det["image_id"]].append(det)
+        score = det.get("score", 1.0)
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or score != score:
+            raise DataError(f"{where}: score must be a number, got {show(score)}")
+        per_image[image_id].append(dict(det, image_id=image_id, category_id=category_id))
     with_masks = all("segmentation" in d for d in data) and len(data) > 0
     out = {}
     for image_id, dets in per_image.items():

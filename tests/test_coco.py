@@ -109,12 +109,59 @@ def test_valid_small_file_loads(tmp_path):
     (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 4]]), "at least 3 x,y pairs"),
     (lambda d: d["annotations"][0].update(bbox=[1, 1, -3, 3]), "negative size"),
     (lambda d: d["annotations"].append(dict(d["annotations"][0])), "duplicate annotation id"),
+    # hostile values: wrong types, out-of-range numbers, text SQLite cannot hold
+    (lambda d: d["images"][0].update(id=[1]), "field 'id' must be a whole number"),
+    (lambda d: d["images"][0].update(id=2 ** 63), "field 'id' must be a whole number"),
+    (lambda d: d["images"][0].update(height=float("nan")), "field 'height' must be a whole"),
+    (lambda d: d["images"][0].update(width=True), "field 'width' must be a whole number"),
+    (lambda d: d["images"][0].update(height=100_000, width=100_000),
+     "10,000,000,000 pixels is above the limit"),
+    (lambda d: d["images"][0].update(file_name=7), "field 'file_name' must be a string"),
+    (lambda d: d["images"][0].update(file_name="a\nb.png"), "contains a control character"),
+    (lambda d: d["categories"][0].update(name="\udc80"), "'name' is not valid Unicode text"),
+    (lambda d: d["categories"][0].update(name=None), "field 'name' must be a string"),
+    (lambda d: d["annotations"][0].update(image_id="1"), "field 'image_id' must be a whole"),
+    (lambda d: d["annotations"][0].update(iscrowd="no"), "field 'iscrowd' must be 0 or 1"),
+    (lambda d: d["annotations"][0].update(label_id=2 ** 40), "field 'label_id' must be"),
+    (lambda d: d["annotations"][0].update(bbox=[100, 1, 3, 3]), "lies outside the 12x10 image"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 1, float("inf"), 3]), "bbox must be"),
+    (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 4, 1]]), "at least 3 x,y pairs"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": 10, "counts": "PP0"}),
+     "RLE size 10 differs"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": "0~0"}),
+     "outside the COCO RLE alphabet"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": "0ooooooo0"}),
+     "run length too large"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": "0o"}),
+     "RLE counts string is truncated"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": "52"}),
+     "invalid RLE counts"),  # runs of 5 and 2 pixels: not 10x12 = 120
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": [100, 30]}),
+     "counts sum to 130, not height x width = 10\\*12 = 120"),
+    (lambda d: d["annotations"][0].update(segmentation={"size": [10, 12], "counts": [True]}),
+     "must be non-negative integers"),
 ])
 def test_invalid_files_raise_data_error_naming_the_problem(tmp_path, mutate, message):
     path = _gt(tmp_path, mutate)
     with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
         load_coco(path)
     assert str(path) in str(err.value)
+
+
+def test_text_encodings_and_pathological_json(tmp_path):
+    path = _gt(tmp_path, lambda d: d["categories"][0].update(name="Zellkern ß"))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a BOM: still UTF-8, accepted
+    assert load_coco(path).class_names == ["Zellkern ß"]
+    data = json.loads(path.read_bytes()[3:])
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode("latin-1"))  # an old editor
+    with pytest.raises(DataError, match="not UTF-8 text \\(byte 0xdf"):
+        load_coco(path)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_coco(path)
+    path.write_text('{"images": [{"id": ' + "9" * 5000 + "}]}")
+    with pytest.raises(DataError, match="invalid JSON"):
+        load_coco(path)
 
 
 def test_truncated_and_missing_files(tmp_path):

@@ -53,8 +53,8 @@ def test_colour_is_rgb_and_format_orders_channels(tmp_path):
 
 
 @pytest.mark.parametrize("content,expect", [
-    (b"", "cannot decode"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "cannot decode"),
+    (b"", "the file is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "truncated PNG header"),
 ])
 def test_corrupt_png(tmp_path, content, expect):
     path = tmp_path / "bad.png"

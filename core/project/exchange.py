@@ -23,8 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
+from ..coco_checks import MAX_ID
 from ..errors import CheckpointError, DataError, ImageReadError
-from ..io.image import IMAGE_SUFFIXES, looks_like_label_image
+from ..io.header import read_header
+from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
 from .edits import Origin, Review
 from .lock import ProjectLock, lock_path
 from .store import Category, ProjectStore
@@ -107,23 +109,15 @@ def _check_model(config, weights) -> tuple[Path, Path, int]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header where possible."""
+    """(H, W) of an image file from its header (format sniffed from the content; nothing is
+    decoded). Raises ImageReadError naming the file when it is empty, corrupt or a 3-D stack."""
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                shape = page.shape
-                if len(shape) == 3 and getattr(page, "planarconfig", 1) == 2 and shape[0] in (3, 4):
-                    shape = shape[1:]
-                return int(shape[0]), int(shape[1])
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.height, im.width
-    except Exception as exc:  # tifffile/PIL raise many types for corrupt files
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        header = read_header(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise ImageReadError(f"cannot decode image {path}: {one_line(exc)}") from exc
+    return header.height, header.width
 
 
 # ------------------------------------------------------------------------ import
@@ -138,6 +132,8 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
     """
     dataset = coco if isinstance(coco, CocoDataset) else load_coco(coco)
     source = dataset.path or "COCO data"
+    _check_unique(source, "image file_name", [im.file_name for im in dataset.images])
+    _check_unique(source, "category name", dataset.class_names)
     for im in dataset.images:
         if dataset.instances.get(im.id) is not None and len(dataset.instances[im.id]) \
                 and dataset.instances[im.id].masks is None:
@@ -152,8 +148,11 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
             if not path.is_file():
                 raise DataError(f"{source}: image file_name {im.file_name!r} not found under "
                                 f"{images_root}")
-            if image_size(path) != im.size:
+            try:
                 h, w = image_size(path)
+            except ImageReadError as exc:  # the file's fault as much as the image's
+                raise DataError(f"{source}: image file_name {im.file_name!r}: {exc}") from exc
+            if (h, w) != im.size:
                 raise DataError(f"{source}: image {im.file_name} is {w}x{h} on disk but "
                                 f"{im.width}x{im.height} in the file")
     # categories: by name; class index k of the file -> project class index
@@ -167,6 +166,8 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
             remap[k] = by_name[c.name].class_index
             continue
         coco_id = c.id if c.id not in used_ids else max(used_ids) + 1
+        if coco_id > MAX_ID:
+            raise DataError(f"{source}: no free category id for {c.name!r}")
         cat = Category(len(new_cats), coco_id, c.name)
         new_cats.append(cat)
         by_name[c.name] = cat
@@ -198,6 +199,15 @@ def import_coco(store: ProjectStore, coco: str | Path | CocoDataset,
                                 reviews=[Review.PENDING] * len(inst), label_ids=labels)
             n_inst += len(inst)
     return ImportSummary(added, matched, n_inst, [c.name for c in new_cats])
+
+
+def _check_unique(source, what: str, values: list[str]) -> None:
+    """A project keys images by file name and classes by name: duplicates would merge."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise DataError(f"{source}: {what} {value!r} appears more than once")
+        seen.add(value)
 
 
 # ------------------------------------------------------------------------ export
