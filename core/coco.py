@@ -99,7 +99,7 @@ class CocoDataset:
 def load_coco(path: str | Path) -> CocoDataset:
     """Read and validate a COCO instance file. Raises DataError naming the file and problem."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     return parse_coco(data, source=str(path), path=path)
 
 
@@ -173,10 +173,6 @@ def parse_coco(data, source: str = "<coco>", path: Path | None = None) -> CocoDa
         instances[im.id] = _instances_of(im, anns, class_of, with_masks, source)
         label_ids[im.id] = np.array([a["label_id"] for a in anns], np.int64)
     return CocoDataset(images, categories, instances, label_ids, crowd, path)
-
-
-def _read_json(path: Path):
-    return read_json(path)
 
 
 def _parse_image(rec, i, source) -> CocoImage:
@@ -369,7 +365,7 @@ def load_coco_results(path: str | Path, dataset: CocoDataset) -> dict[int, Insta
     dataset lacks, or whose RLE size differs from the image, raise DataError.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     return parse_coco_results(data, dataset, str(path))
 
 

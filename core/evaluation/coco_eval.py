@@ -22,8 +22,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..coco import CocoDataset, _read_json, coco_dict, coco_results, load_coco, parse_coco, \
+from ..coco import CocoDataset, coco_dict, coco_results, load_coco, parse_coco, \
     parse_coco_results
+from ..coco_checks import read_json
 from ..structures import Instances
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -159,7 +160,7 @@ def _ground_truth(gt) -> tuple[CocoDataset, dict]:
         data = copy.deepcopy(gt)
     else:
         dataset = load_coco(gt)
-        data = _read_json(Path(gt))
+        data = read_json(Path(gt))
     # pycocotools needs area and iscrowd on every ground-truth annotation
     from pycocotools import mask as mask_util
 
@@ -211,7 +212,7 @@ def _records(predictions, dataset: CocoDataset) -> list[dict]:
         return coco_results(dataset.categories, predictions)
     if isinstance(predictions, (str, Path)):
         source = str(predictions)
-        data = _read_json(Path(predictions))
+        data = read_json(Path(predictions))
     else:
         source, data = "<predictions>", list(predictions)
     parse_coco_results(data, dataset, source)  # raises DataError naming the problem

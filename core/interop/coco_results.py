@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..coco import CocoImage, _read_json, _rle_of
+from ..coco import CocoImage
+from ..coco_checks import read_json, segmentation_rle
 from ..errors import DataError
 from ..project.edits import Origin, Review
 from ..project.rle import decode_rle_strings
@@ -51,7 +52,7 @@ def load_results_for_project(store: ProjectStore, path: str | Path,
         (project image id -> Instances sorted by score, number of detections dropped).
     """
     path = Path(path)
-    data = _read_json(path)  # DataError on a missing, truncated or invalid file
+    data = read_json(path)  # DataError on a missing, truncated or invalid file
     if isinstance(data, dict) and "annotations" in data:
         data = data["annotations"]
     if not isinstance(data, list):
@@ -97,8 +98,10 @@ def load_results_for_project(store: ProjectStore, path: str | Path,
                 or not math.isfinite(score):
             raise DataError(f"{where}: score must be a number, got {score!r}")
         im = records[det["image_id"]]
+        if "segmentation" not in det:
+            raise DataError(f"{where}: a detection needs a 'segmentation' (mask)")
         # validated against the image (size, alphabet, polygon bounds); polygons become RLE
-        rle = _rle_of(dict(det, id=det.get("id", f"#{i}")), im, str(path))
+        rle = segmentation_rle(det["segmentation"], im.size, f"{where} (image id {im.id})")
         per_image.setdefault(im.id, []).append((det, rle))
     dropped = 0
     out = {}
@@ -109,22 +112,11 @@ def load_results_for_project(store: ProjectStore, path: str | Path,
         if len(keep) == 0:
             continue
         im = records[image_id]
-        masks = decode_rle_strings([_rle_string(dets[k][1], im.size) for k in keep], im.size)
+        masks = decode_rle_strings([dets[k][1] for k in keep], im.size)
         classes = np.array([class_of[dets[k][0]["category_id"]] for k in keep], np.int64)
         inst = Instances(im.size, masks.tight_boxes(), scores[keep], classes, masks)
         out[image_id] = inst.sorted_by_score()
     return out, dropped
-
-
-def _rle_string(rle: dict, size: tuple[int, int]) -> str:
-    """Compressed RLE counts of a validated segmentation (uncompressed counts are encoded)."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        return counts
-    from pycocotools import mask as mask_util
-
-    encoded = mask_util.frPyObjects({"size": list(size), "counts": counts}, *size)
-    return encoded["counts"].decode("ascii")
 
 
 def import_coco_results(store: ProjectStore, path: str | Path, score_threshold: float = 0.0
