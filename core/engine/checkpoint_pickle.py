@@ -158,6 +158,11 @@ class _NdarrayClass:
     """Stand-in for ``numpy.ndarray``: only ever an argument of ``_reconstruct``."""
 
     __slots__ = ()
+    _name = "numpy.ndarray"
+
+    def __call__(self, *args: Any) -> None:
+        raise Refused(f"numpy.ndarray may only be named as _reconstruct's class; "
+                      f"{_ALLOWED_HINT}")
 
 
 _NDARRAY = _NdarrayClass()
