@@ -8,6 +8,7 @@ see ``py2_cpickle``) except the fixture's own ``model_final.pkl``/``.pth``.
 from __future__ import annotations
 
 import collections
+import re
 import io
 import pickle
 import struct
@@ -306,11 +307,34 @@ def test_foreign_byte_order_and_dtypes_become_native_tensors(tmp_path):
     """A pickle from a big-endian machine (protocol 5 keeps the byte order) and float64/half
     weights give native tensors of the same values."""
     values = np.arange(12, dtype=np.float64).reshape(3, 4)
-    ckpt = {"model": {"a": values.astype(">f8"), "b": values.astype(np.float16),
-                      "c": np.array([1, 2], ">i4")}}
+    ckpt = {"model": {"m.a": values.astype(">f8"), "m.b": values.astype(np.float16),
+                      "m.c": np.array([1, 2], ">i4")}}
     for protocol in (2, 5):
         path = _write_pickle(tmp_path / f"p{protocol}.pkl", ckpt, protocol)
         weights = state_dict_of(read_checkpoint(path))
-        assert torch.equal(weights["a"], torch.from_numpy(values))
-        assert weights["b"].dtype == torch.float16 and torch.equal(weights["c"],
-                                                                   torch.tensor([1, 2]))
+        assert torch.equal(weights["m.a"], torch.from_numpy(values))
+        assert weights["m.b"].dtype == torch.float16 and torch.equal(weights["m.c"],
+                                                                     torch.tensor([1, 2]))
+
+
+def test_caffe2_blob_names_are_read_but_named_as_unsupported(tmp_path, mask_rcnn):
+    """An ImageNet backbone as Detectron1 shipped it (R-50.pkl: Python 2, bare dict of Caffe2
+    blob names) unpickles; mapping its names onto Detectron2's (upstream's matching
+    heuristics) is not implemented, and the message says so instead of "another architecture"."""
+    from cellseg.core.config import load_config
+    from cellseg.core.engine.meta_arch import build_model
+    from cellseg.core.errors import CheckpointError
+    from cellseg.trainer.checkpointing import load_pretrained
+
+    blobs = {b"conv1_w": np.ones((64, 3, 7, 7), np.float32), b"res_conv1_bn_s": np.ones(64, "f4"),
+             b"res_conv1_bn_b": np.zeros(64, "f4"), b"res2_0_branch2a_w": np.ones((64, 64, 1, 1),
+                                                                                  "f4"),
+             b"fc1000_w": np.ones((1000, 2048), "f4"), b"conv1_w_momentum": np.ones(1, "f4")}
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(py2_cpickle(blobs))
+    raw = read_checkpoint(path)
+    assert np.array_equal(raw["res2_0_branch2a_w"], blobs[b"res2_0_branch2a_w"])
+    expected = (f"{path} holds Caffe2/Detectron1 blob names (conv1_w, fc1000_w, res2_0_branch2a_w, "
+                "...), not Detectron2 parameter names; converting them is not supported")
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        load_pretrained(build_model(load_config(mask_rcnn / "config.yaml")), path)

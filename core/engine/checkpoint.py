@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError
@@ -59,8 +60,6 @@ def _read_torch(path: Path):
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt", device="cpu") as f:
         weights = {name: f.get_tensor(name) for name in f.keys()}
         metadata = f.metadata() or {}
@@ -139,6 +138,14 @@ def state_dict_of(checkpoint: dict, path: str | Path = "checkpoint") -> dict[str
             out[name] = value
     if not out:
         raise CheckpointError(f"{path} holds no weights")
+    if not any("." in name for name in out):
+        # Detectron2 names are module paths; Caffe2's blob names (conv1_w, res2_0_branch2a_w)
+        # would need Detectron2's name-matching heuristics, which this engine does not have
+        examples = ", ".join(sorted(out)[:3])
+        raise CheckpointError(
+            f"{path} holds Caffe2/Detectron1 blob names ({examples}, ...), not Detectron2 "
+            "parameter names; converting them is not supported: load it once with Detectron2 "
+            "and save the model's state_dict, or start from a Detectron2 checkpoint")
     if all(name.startswith("module.") for name in out):
         out = {name[len("module."):]: value for name, value in out.items()}
     return out

@@ -53,7 +53,10 @@ def _text_bytes(data: Any, what: str) -> bytes:
     if isinstance(data, (bytes, bytearray)):
         return bytes(data)
     if isinstance(data, str):
-        return data.encode("latin-1")  # cannot fail: read with encoding="latin1"
+        try:  # Python 2 `str` read with encoding="latin1": every code point is below 256
+            return data.encode("latin-1")
+        except UnicodeEncodeError:
+            raise Refused(f"{what} data is text, not bytes") from None
     raise Refused(f"{what} data is a {type(data).__name__}, not bytes; {_ALLOWED_HINT}")
 
 
