@@ -293,6 +293,15 @@ def test_torch_save_layouts(layout, tmp_path, mask_rcnn, crop, reference_weights
     assert_predicts_like_the_pth(path, mask_rcnn, crop, reference_weights, reference_prediction)
 
 
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_torch_tensors_written_by_plain_pickle(protocol, tmp_path, mask_rcnn, crop,
+                                               reference_weights, reference_prediction):
+    """``pickle.dump(model.state_dict(), f)``: tensors, not numpy arrays, in a .pkl."""
+    path = _write_pickle(tmp_path / "model.pkl", collections.OrderedDict(reference_weights),
+                         protocol)
+    assert_predicts_like_the_pth(path, mask_rcnn, crop, reference_weights, reference_prediction)
+
+
 def test_safetensors(tmp_path, mask_rcnn, crop, reference_weights, reference_prediction):
     from safetensors.torch import save_file
 

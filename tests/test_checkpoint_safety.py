@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import os
 import pickle
 import subprocess
@@ -114,8 +115,30 @@ def test_cli_prints_the_refusal_on_one_line(fixtures_dir, nuclei_dir, tmp_path, 
                       "containers are allowed")
 
 
+def test_code_in_a_plainly_pickled_torch_storage_is_refused(tmp_path):
+    """``torch.storage._load_from_bytes`` is allowed (tensors pickled with plain pickle) but
+    reads its bytes with PyTorch's restricted unpickler: upstream's torch.load would run them."""
+    marker = tmp_path / "pwned"
+    evil = Reduce(torch.storage._load_from_bytes,
+                  (_torch_bytes({"x": _payloads(marker)["posix.system"]}),))
+    path = tmp_path / "model.pkl"
+    path.write_bytes(_model_zoo_with(evil, 4))
+    with pytest.raises(CheckpointError, match="a torch storage in it references posix.system, "
+                                              "which could run code"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    _run_plain_unpickler(path)
+    assert marker.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # the allowed globals cannot be abused
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 ABUSES = {
     # _codecs.encode may only turn a latin-1 str into bytes (what protocol 2 writes)
@@ -143,7 +166,17 @@ ABUSES = {
     "ndarray-called": (Reduce(np.ndarray, ((10**6,),)), "numpy.ndarray may only be named"),
     "global-as-value": (np.dtype, "holds numpy.dtype as a value"),
     "other-numpy-function": (Reduce(np.load, ("x.npy",)), "references numpy.load"),
-    "torch-tensor-by-pickle": (torch.ones(2), "references torch._utils._rebuild_tensor_v2"),
+    # plainly pickled torch tensors: a storage (torch.load(weights_only=True) of its bytes) and
+    # views of it strictly within its bounds
+    "tensor-outside-storage": (Reduce(torch._utils._rebuild_tensor_v2,
+                                      (torch.arange(6.0).storage(), 2, (10,), (1,), False,
+                                       collections.OrderedDict())), "lies outside its storage"),
+    "tensor-with-hooks": (Reduce(torch._utils._rebuild_tensor_v2,
+                                 (torch.arange(6.0).storage(), 0, (6,), (1,), False,
+                                  collections.OrderedDict(h=1))), "no backward hooks"),
+    "storage-not-a-storage": (Reduce(torch.storage._load_from_bytes, (_torch_bytes({"a": 1}),)),
+                              "gave a dict, not a storage"),
+    "parameter": (torch.nn.Parameter(torch.ones(2)), "references torch._utils._rebuild_parameter"),
 }
 
 

@@ -17,8 +17,6 @@ Layouts: ``{"model": weights, ...}`` (Detectron2, with ``__author__``/``matching
 from __future__ import annotations
 
 import pickle
-import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +25,10 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError
-from .checkpoint_pickle import Refused, load_pickle
+from .checkpoint_pickle import Refused, load_pickle, torch_refusal
 
 # torch.save's legacy (pre-1.6, non-zip) format starts with this number, pickled (protocol 2)
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-_UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def _format_of(path: Path) -> str:
@@ -42,7 +39,9 @@ def _format_of(path: Path) -> str:
             len(head) >= 9 and head[8:9] == b"{"
             and int.from_bytes(head[:8], "little") < path.stat().st_size):
         return "safetensors"  # 8-byte header length, then the JSON header
-    if zipfile.is_zipfile(path) or head.startswith(_TORCH_LEGACY_MAGIC):
+    # the local-file magic at the start: zipfile.is_zipfile looks for a directory near the end,
+    # which a pickle holding torch.save'd bytes (a plainly pickled tensor) also has
+    if head.startswith((b"PK\x03\x04", _TORCH_LEGACY_MAGIC)):
         return "torch"
     return "pickle"
 
@@ -50,13 +49,9 @@ def _format_of(path: Path) -> str:
 def _read_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # name the global torch refused, as the .pkl path does
-        found = _UNSUPPORTED_GLOBAL.search(str(exc))
-        what = (f"it references {found.group(1)}, which could run code" if found else
-                "it holds objects beyond tensors and plain data, which could run code")
-        raise CheckpointError(f"refusing to load {path}: {what}; only tensors and plain "
-                              "containers are allowed") from None
+    except pickle.UnpicklingError as exc:  # name the global torch refused, as for a .pkl
+        raise CheckpointError(f"refusing to load {path}: it {torch_refusal(exc)}; only "
+                              "tensors and plain containers are allowed") from None
 
 
 def _read_safetensors(path: Path) -> dict:

@@ -14,24 +14,29 @@ global (as written in the pickle)               written by
 ``numpy.dtype``, ``numpy.ndarray``               dtype and array class of the above
 ``_codecs.encode``, ``__builtin__.bytes``        ``bytes`` under protocol 0-2 (Python 3)
 ``collections.OrderedDict``                      torch/Detectron2 state dicts
+``torch._utils._rebuild_tensor_v2``,             torch tensors written by plain ``pickle``
+``torch.storage._load_from_bytes``               (``pickle.dump(model.state_dict(), f)``)
 ==============================================  ==============================================
 
 None of them is handed to the pickle itself. :class:`SafeUnpickler` resolves each to an
 immutable stand-in that checks its arguments and records what to build (stubs for arrays,
 dtypes and scalars); numpy's own ``__setstate__``/``_reconstruct`` never see the file's data.
 After the pickle is read, :func:`materialise` turns the stubs into arrays with
-``np.frombuffer`` on a validated dtype, and copies the containers (dropping any attribute a
+``np.frombuffer`` on a validated dtype (tensors: ``torch.load(weights_only=True)`` of the
+storage's bytes, viewed only within its bounds), and copies the containers (dropping any attribute a
 ``BUILD`` opcode may have attached). Any other global is refused before it is imported.
 """
 from __future__ import annotations
 
 import collections
+import io
 import math
 import pickle
 import re
 from typing import IO, Any, Callable
 
 import numpy as np
+import torch
 
 from ..errors import CheckpointError
 
@@ -217,6 +222,57 @@ def _ordered_dict(*args: Any) -> collections.OrderedDict:
     return collections.OrderedDict(*args)
 
 
+_TORCH_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def torch_refusal(exc: pickle.UnpicklingError) -> str:
+    """What ``torch.load(weights_only=True)`` refused, as "references X, which could run code"."""
+    found = _TORCH_GLOBAL.search(str(exc))
+    return (f"references {found.group(1)}, which could run code" if found else
+            "holds objects beyond tensors and plain data, which could run code")
+
+
+class _TensorStub:
+    """A torch storage (from ``_load_from_bytes``) or tensor (``_rebuild_tensor_v2``)."""
+
+    __slots__ = ("value",)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, value: torch.TypedStorage | torch.Tensor):
+        self.value = value
+
+
+def _load_from_bytes(data: Any) -> _TensorStub:
+    # upstream calls torch.load(weights_only=False) on these bytes; PyTorch's restricted
+    # unpickler is enough for a storage, and it must be one
+    try:
+        storage = torch.load(io.BytesIO(_text_bytes(data, "torch storage")),
+                             map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise Refused(f"a torch storage in it {torch_refusal(exc)}") from None
+    if type(storage) is not torch.TypedStorage:
+        raise Refused(f"torch.storage._load_from_bytes gave a {type(storage).__name__}, "
+                      "not a storage")
+    return _TensorStub(storage)
+
+
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       hooks: Any, metadata: Any = None) -> _TensorStub:
+    if (type(storage) is not _TensorStub or type(storage.value) is not torch.TypedStorage
+            or type(offset) is not int or offset < 0 or type(requires_grad) is not bool
+            or hooks not in ({}, collections.OrderedDict()) or metadata not in (None, {})):
+        raise Refused("torch._utils._rebuild_tensor_v2 is only allowed on a storage, with no "
+                      f"backward hooks or metadata; {_ALLOWED_HINT}")
+    size, stride = _shape(size, "torch tensor"), _shape(stride, "torch tensor")
+    # set_ would grow a too-small storage (reading uninitialised memory): check the extent
+    extent = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
+    if len(size) != len(stride) or (0 not in size and extent > storage.value.size()):
+        raise Refused(f"a torch tensor of size {size}, stride {stride} at offset {offset} lies "
+                      f"outside its storage of {storage.value.size()} elements")
+    tensor = torch.empty((0,), dtype=storage.value.dtype)
+    return _TensorStub(tensor.set_(storage.value._untyped_storage, offset, size, stride))
+
+
 class _Global:
     """What the unpickler hands out for an allowed global: callable, and immutable, so a BUILD
     opcode cannot rebind what it calls (functions would let it set ``__defaults__``)."""
@@ -245,6 +301,8 @@ for _numpy_core in ("numpy.core", "numpy._core"):  # numpy 1.x and 2.x module pa
     _ALLOWED[(f"{_numpy_core}.multiarray", "_reconstruct")] = _reconstruct
     _ALLOWED[(f"{_numpy_core}.multiarray", "scalar")] = _scalar
     _ALLOWED[(f"{_numpy_core}.numeric", "_frombuffer")] = _frombuffer
+_ALLOWED[("torch._utils", "_rebuild_tensor_v2")] = _rebuild_tensor_v2
+_ALLOWED[("torch.storage", "_load_from_bytes")] = _load_from_bytes
 _GLOBALS = {key: _Global(fn, ".".join(key)) for key, fn in _ALLOWED.items()}
 _GLOBALS[("numpy", "ndarray")] = _NDARRAY  # type: ignore[assignment]
 
@@ -290,6 +348,8 @@ def materialise(obj: Any, memo: dict[int, Any] | None = None) -> Any:
         out = memo[id(obj)] = obj.array
     elif kind is _ScalarStub:
         out = memo[id(obj)] = obj.value
+    elif kind is _TensorStub and isinstance(obj.value, torch.Tensor):
+        out = memo[id(obj)] = obj.value
     elif kind is _DTypeStub:
         out = memo[id(obj)] = obj.resolve()
     elif kind in (dict, collections.OrderedDict):
@@ -327,4 +387,4 @@ def load_pickle(file: IO[bytes]) -> Any:
     return materialise(raw)
 
 
-__all__ = ["Refused", "SafeUnpickler", "load_pickle", "materialise"]
+__all__ = ["Refused", "SafeUnpickler", "load_pickle", "materialise", "torch_refusal"]
