@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -135,6 +136,13 @@ def test_code_in_a_plainly_pickled_torch_storage_is_refused(tmp_path):
 # the allowed globals cannot be abused
 
 
+def _storage():
+    """What ``pickle`` writes for a tensor's storage (a TypedStorage, deprecated as an API)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.arange(6.0).storage()
+
+
 def _torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -163,16 +171,22 @@ ABUSES = {
                               (1, (-1,), np.dtype("f4"), False, b"\0" * 4)), "invalid shape"),
     "array-data-not-bytes": (Reduce(_reconstruct, (np.ndarray, (0,), b"b"),
                                     (1, (1,), np.dtype("f4"), False, [1.0])), "not bytes"),
+    # finished values cannot be changed by a BUILD opcode
+    "scalar-state": (Reduce(np._core.multiarray.scalar, (np.dtype("f4"), b"\0" * 4),
+                            (None, {"value": 1})), "sets the state of a float32"),
+    "array-state-twice": (Reduce(np._core.numeric._frombuffer,
+                                 (b"\0" * 4, np.dtype("f4"), (1,), "C"),
+                                 (1, (1,), np.dtype("f4"), False, b"\0" * 4)), "state twice"),
     "ndarray-called": (Reduce(np.ndarray, ((10**6,),)), "numpy.ndarray may only be named"),
     "global-as-value": (np.dtype, "holds numpy.dtype as a value"),
     "other-numpy-function": (Reduce(np.load, ("x.npy",)), "references numpy.load"),
     # plainly pickled torch tensors: a storage (torch.load(weights_only=True) of its bytes) and
     # views of it strictly within its bounds
     "tensor-outside-storage": (Reduce(torch._utils._rebuild_tensor_v2,
-                                      (torch.arange(6.0).storage(), 2, (10,), (1,), False,
+                                      (_storage(), 2, (10,), (1,), False,
                                        collections.OrderedDict())), "lies outside its storage"),
     "tensor-with-hooks": (Reduce(torch._utils._rebuild_tensor_v2,
-                                 (torch.arange(6.0).storage(), 0, (6,), (1,), False,
+                                 (_storage(), 0, (6,), (1,), False,
                                   collections.OrderedDict(h=1))), "no backward hooks"),
     "storage-not-a-storage": (Reduce(torch.storage._load_from_bytes, (_torch_bytes({"a": 1}),)),
                               "gave a dict, not a storage"),

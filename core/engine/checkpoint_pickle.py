@@ -152,14 +152,23 @@ class _ArrayStub:
             array.dtype.newbyteorder("="))
 
 
-class _ScalarStub:
-    """``numpy.core.multiarray.scalar(dtype, raw bytes)``: a numpy scalar such as np.float32."""
+class _ValueStub:
+    """A finished value (numpy scalar, torch storage or tensor) that no BUILD may change."""
 
     __slots__ = ("value",)
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, value: np.generic):
+    def __init__(self, value: Any):
         self.value = value
+
+    def __setstate__(self, state: Any) -> None:
+        raise Refused(f"the pickle sets the state of a {type(self.value).__name__}")
+
+
+class _ScalarStub(_ValueStub):
+    """``numpy.core.multiarray.scalar(dtype, raw bytes)``: a numpy scalar such as np.float32."""
+
+    __slots__ = ()
 
 
 class _NdarrayClass:
@@ -232,14 +241,10 @@ def torch_refusal(exc: pickle.UnpicklingError) -> str:
             "holds objects beyond tensors and plain data, which could run code")
 
 
-class _TensorStub:
+class _TensorStub(_ValueStub):
     """A torch storage (from ``_load_from_bytes``) or tensor (``_rebuild_tensor_v2``)."""
 
-    __slots__ = ("value",)
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, value: torch.TypedStorage | torch.Tensor):
-        self.value = value
+    __slots__ = ()
 
 
 def _load_from_bytes(data: Any) -> _TensorStub:
