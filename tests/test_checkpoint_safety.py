@@ -12,12 +12,16 @@ import subprocess
 import sys
 import warnings
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellseg.core.cli import main
 from cellseg.core.engine.checkpoint import read_checkpoint, state_dict_of
+from cellseg.core.engine.checkpoint_pickle import load_pickle
 from cellseg.core.errors import CheckpointError
 
 _reconstruct = np._core.multiarray._reconstruct
@@ -264,3 +268,52 @@ def test_unreadable_files_get_one_line(case, fixtures_dir, tmp_path):
     with pytest.raises(CheckpointError) as err:
         state_dict_of(read_checkpoint(path), path)
     assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# property: whatever numpy data this Python pickles, the safe loader reads as pickle itself does
+
+_DTYPES = ["?", "i1", "u1", "<i2", ">i2", "<u4", "<i8", "<f2", "<f4", ">f4", "<f8", "<c8",
+           "<c16", "S3", "<U2"]
+
+
+@st.composite
+def _arrays(draw):
+    array = draw(hnp.arrays(st.sampled_from(_DTYPES).map(np.dtype),
+                            hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)))
+    view = draw(st.sampled_from(["C", "F", "strided"]))
+    if view == "F":
+        return np.asfortranarray(array)
+    if view == "strided" and array.ndim:
+        return array[::2]
+    return array
+
+
+_leaves = st.one_of(_arrays(), st.integers(-2**40, 2**40), st.floats(allow_nan=False),
+                    st.text(max_size=5), st.binary(max_size=5), st.none(), st.booleans(),
+                    _arrays().filter(lambda a: a.ndim == 0).map(lambda a: a[()]))  # scalars
+_trees = st.recursive(_leaves, lambda kids: st.one_of(
+    st.lists(kids, max_size=3), st.tuples(kids, kids),
+    st.dictionaries(st.text(max_size=4), kids, max_size=3).map(collections.OrderedDict),
+    st.dictionaries(st.text(max_size=4), kids, max_size=3)), max_leaves=8)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return (type(b) is np.ndarray and a.dtype == b.dtype and a.shape == b.shape
+                and a.tobytes() == b.tobytes() and a.flags.f_contiguous == b.flags.f_contiguous)
+    if isinstance(a, (dict, list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b) and all(
+            ka == kb and _same(va, vb) for (ka, va), (kb, vb) in zip(
+                a.items() if isinstance(a, dict) else enumerate(a),
+                b.items() if isinstance(b, dict) else enumerate(b))))
+    if isinstance(a, np.generic):
+        return type(a) is type(b) and a.tobytes() == b.tobytes()
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=100, deadline=None)
+@given(_trees, st.integers(0, pickle.HIGHEST_PROTOCOL))
+def test_safe_loader_reads_what_plain_pickle_reads(tree, protocol):
+    data = pickle.dumps({"x": tree}, protocol=protocol)
+    assert _same(pickle.loads(data), load_pickle(io.BytesIO(data)))

@@ -207,6 +207,8 @@ def _scalar(dtype: Any, data: Any = None) -> _ScalarStub:
     if len(raw) != np_dtype.itemsize:
         raise Refused(f"numpy scalar of dtype {np_dtype} needs {np_dtype.itemsize} bytes, "
                       f"the pickle holds {len(raw)}")
+    if np_dtype.itemsize == 0:  # np.bytes_(b"") / np.str_(""): frombuffer takes no size 0
+        return _ScalarStub(np_dtype.type())
     return _ScalarStub(np.frombuffer(raw, dtype=np_dtype)[0])
 
 
