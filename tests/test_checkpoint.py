@@ -347,3 +347,33 @@ def test_caffe2_blob_names_are_read_but_named_as_unsupported(tmp_path, mask_rcnn
                 "...), not Detectron2 parameter names; converting them is not supported")
     with pytest.raises(CheckpointError, match=re.escape(expected)):
         load_pretrained(build_model(load_config(mask_rcnn / "config.yaml")), path)
+
+
+@pytest.mark.parametrize("fmt", ["py2-pkl", "pkl", "pth", "ddp-pth", "safetensors"])
+@pytest.mark.parametrize("name", ["cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv",
+                                  "pointrend_rcnn_X_101_32x8d_FPN_3x_coco"])
+def test_research_checkpoint_names_come_through_unchanged(name, fmt, fixtures_dir, tmp_path):
+    """The research runs' checkpoints carry exactly the full-size models' Detectron2 names: no
+    format renames them (only DDP's ``module.`` prefix goes), so the strict load matches them
+    one to one. One-element tensors stand in for the weights: names are what is checked."""
+    import json
+
+    names = list(json.loads((fixtures_dir / f"{name}.params.json").read_text()))
+    weights = {k: np.full(1, i, np.float32) for i, k in enumerate(names)}
+    path = tmp_path / f"model.{'safetensors' if fmt == 'safetensors' else fmt[-3:]}"
+    if fmt == "py2-pkl":
+        path.write_bytes(py2_cpickle({b"model": _py2_keys(weights), b"__author__": b"lab",
+                                      b"matching_heuristics": True}))
+    elif fmt == "pkl":
+        _write_pickle(path, {"model": weights, "__author__": "lab"}, 4)
+    elif fmt == "safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(weights, str(path))
+    else:
+        prefix = "module." if fmt == "ddp-pth" else ""
+        torch.save({"model": {prefix + k: torch.from_numpy(v) for k, v in weights.items()},
+                    "iteration": 1}, path)
+    loaded = state_dict_of(read_checkpoint(path), path)
+    assert list(loaded) == names or (fmt == "safetensors" and sorted(loaded) == sorted(names))
+    assert all(int(loaded[k]) == i for i, k in enumerate(names))
