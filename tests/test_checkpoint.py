@@ -176,7 +176,8 @@ class Py2CPickler:
             out += b"\x87R"
             self.put(("array", id(obj)))
             fortran = bool(obj.flags.f_contiguous and not obj.flags.c_contiguous)
-            self.save((1, obj.shape, obj.dtype, fortran, obj.tobytes(order="F" if fortran else "C")))
+            data = obj.tobytes(order="F" if fortran else "C")
+            self.save((1, obj.shape, obj.dtype, fortran, data))
             out += b"b"
         elif isinstance(obj, np.generic):
             self.global_("numpy.core.multiarray", "scalar")
