@@ -273,8 +273,8 @@ def test_fixture_model_zoo_pkl(mask_rcnn, crop, reference_weights, reference_pre
                                  reference_weights, reference_prediction)
 
 
-@pytest.mark.parametrize("layout", ["bare", "model-zoo-keys", "ddp-prefix", "legacy-format",
-                                    "named-pkl"])
+@pytest.mark.parametrize("layout", ["bare", "model-zoo-keys", "ddp-prefix", "numpy-in-pth",
+                                    "legacy-format", "named-pkl"])
 def test_torch_save_layouts(layout, tmp_path, mask_rcnn, crop, reference_weights,
                             reference_prediction):
     weights = collections.OrderedDict(reference_weights)
@@ -286,6 +286,8 @@ def test_torch_save_layouts(layout, tmp_path, mask_rcnn, crop, reference_weights
                 "iteration": 899}
     elif layout == "ddp-prefix":  # saved from inside DistributedDataParallel
         ckpt = {"model": {f"module.{k}": v for k, v in weights.items()}, "iteration": 3}
+    elif layout == "numpy-in-pth":  # a model-zoo dict passed to torch.save as it was
+        ckpt = {"model": {k: v.numpy() for k, v in weights.items()}, "__author__": "lab"}
     elif layout == "legacy-format":  # torch < 1.6 (not a zip)
         ckpt, kwargs = {"model": weights}, {"_use_new_zipfile_serialization": False}
     else:  # torch.save'd, then named .pkl: the format is read from the bytes, not the name

@@ -25,6 +25,7 @@ from cellseg.core.engine.checkpoint_pickle import load_pickle
 from cellseg.core.errors import CheckpointError
 
 _reconstruct = np._core.multiarray._reconstruct
+ALLOWED = "only tensors, numpy arrays and plain containers are allowed"
 
 
 class Reduce:
@@ -71,7 +72,7 @@ def test_code_running_pickle_is_refused_naming_the_global(name, protocol, tmp_pa
     if protocol < 3:  # protocols 0-2 write Python 2's module names (fix_imports)
         name = name.replace("builtins.", "__builtin__.")
     assert str(err.value) == (f"refusing to load {path}: it references {name}, which could run "
-                              "code; only numpy arrays and plain containers are allowed")
+                              f"code; {ALLOWED}")
     assert not marker.exists()
     _run_plain_unpickler(path)  # control: the very same bytes do run code
     assert marker.exists(), "the payload is not real"
@@ -100,7 +101,7 @@ def test_code_running_pth_is_refused_naming_the_global(tmp_path):
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(path)
     assert str(err.value) == (f"refusing to load {path}: it references posix.system, which could "
-                              "run code; only tensors and plain containers are allowed")
+                              f"run code; {ALLOWED}")
     assert not marker.exists()
     _run_plain_unpickler(path, torch_load=True)
     assert marker.exists()
@@ -116,8 +117,8 @@ def test_cli_prints_the_refusal_on_one_line(fixtures_dir, nuclei_dir, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and not marker.exists()
     assert err[0] == (f"cellseg predict: error: refusing to load {path}: it references "
-                      "posix.system, which could run code; only numpy arrays and plain "
-                      "containers are allowed")
+                      "posix.system, which could run code; only tensors, numpy arrays and "
+                      "plain containers are allowed")
 
 
 def test_code_in_a_plainly_pickled_torch_storage_is_refused(tmp_path):

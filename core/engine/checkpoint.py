@@ -3,7 +3,8 @@
 The format is told by the file's first bytes, not its name (labs rename files):
 
 * PyTorch (``torch.save``, zip or legacy): ``torch.load(weights_only=True)`` -- PyTorch's
-  restricted unpickler admits tensors and plain containers only.
+  restricted unpickler admits tensors and plain containers only; a file it refuses gets a
+  second reading with our allow-list as torch's ``pickle_module`` (numpy arrays inside).
 * ``.safetensors``: a JSON header and raw tensor bytes; nothing to execute by design.
 * any other pickle (Detectron2 model-zoo ``.pkl``, Detectron1/Caffe2 ``.pkl`` written by
   Python 2, protocol 0-5): :mod:`.checkpoint_pickle`, which admits numpy arrays/scalars and
@@ -25,7 +26,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError
-from .checkpoint_pickle import Refused, load_pickle, torch_refusal
+from .checkpoint_pickle import Refused, load_pickle, materialise, torch_pickle_module
 
 # torch.save's legacy (pre-1.6, non-zip) format starts with this number, pickled (protocol 2)
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -49,9 +50,13 @@ def _format_of(path: Path) -> str:
 def _read_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # name the global torch refused, as for a .pkl
-        raise CheckpointError(f"refusing to load {path}: it {torch_refusal(exc)}; only "
-                              "tensors and plain containers are allowed") from None
+    except pickle.UnpicklingError:
+        pass
+    # beyond PyTorch's allow-list, e.g. numpy arrays (a model-zoo dict saved with torch.save):
+    # torch's loader still reads the zip, but every global goes through our allow-list, which
+    # refuses anything else by name (Refused, turned into one line by read_checkpoint)
+    return materialise(torch.load(path, map_location="cpu", weights_only=False,
+                                  pickle_module=torch_pickle_module, encoding="latin1"))
 
 
 def _read_safetensors(path: Path) -> dict:
