@@ -14,9 +14,12 @@ import pickle
 import struct
 import warnings
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellseg.core.engine import load_predictor
 from cellseg.core.engine.checkpoint import read_checkpoint, state_dict_of
@@ -116,7 +119,9 @@ class Py2CPickler:
 
     def save(self, obj) -> None:
         out = self.out
-        if obj is None:
+        if isinstance(obj, (np.ndarray, np.generic, np.dtype)):  # np.float64 is a float too
+            self.save_numpy(obj)
+        elif obj is None:
             out += b"N"
         elif obj is True or obj is False:
             out += b"\x88" if obj else b"\x89"
@@ -159,14 +164,22 @@ class Py2CPickler:
                         self.save(key)
                         self.save(value)
                     out += b"u"
-        elif isinstance(obj, np.dtype):
+        else:
+            raise TypeError(type(obj))
+
+    def save_numpy(self, obj) -> None:
+        out = self.out
+        if isinstance(obj, np.dtype):
             if self.get(("dtype", obj.str)):  # numpy's builtin dtypes are singletons
                 return
             self.global_("numpy", "dtype")
             self.save((obj.str[1:].encode(), 0, 1))
             out += b"R"
             self.put(("dtype", obj.str))
-            self.save((3, obj.str[:1].encode(), None, None, None, -1, -1, 0))
+            # (3, byte order, None, None, None, elsize, alignment, flags): numpy 1.x wrote the
+            # same state as numpy 2 does, with the byte order as a str
+            state = obj.__reduce__()[2]
+            self.save((state[0], state[1].encode(), *state[2:]))
             out += b"b"
         elif isinstance(obj, np.ndarray):
             self.global_("numpy.core.multiarray", "_reconstruct")
@@ -185,8 +198,6 @@ class Py2CPickler:
             self.save(obj.tobytes())
             out += b"\x86R"
             self.put(("scalar", len(self.memo)))
-        else:
-            raise TypeError(type(obj))
 
 
 def py2_cpickle(obj) -> bytes:
@@ -380,3 +391,25 @@ def test_research_checkpoint_names_come_through_unchanged(name, fmt, fixtures_di
     loaded = state_dict_of(read_checkpoint(path), path)
     assert list(loaded) == names or (fmt == "safetensors" and sorted(loaded) == sorted(names))
     assert all(int(loaded[k]) == i for i, k in enumerate(names))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(st.sampled_from(["?", "i1", "u1", "<i2", ">i4", "<u8", "<f2", "<f4", ">f4",
+                                   "<f8", "<c8", "S2"]).map(np.dtype),
+                  hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3)),
+       st.booleans())
+def test_python2_arrays_read_as_numpy_reads_them(array, fortran):
+    """Any array in a Python 2 stream: the safe loader gives what numpy's own unpickling gives
+    (foreign byte order swapped to native, Fortran order kept)."""
+    array = np.asfortranarray(array) if fortran else array
+    scalar = array.flat[0] if array.size and array.dtype.kind != "S" else np.float32(1)
+    stream = py2_cpickle({b"a": array, b"s": scalar})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = pickle.loads(stream, encoding="latin1")
+    got = load_pickle(io.BytesIO(stream))
+    for key in ("a", "s"):
+        assert type(got[key]) is type(expected[key]) and got[key].dtype == expected[key].dtype
+        assert np.asarray(got[key]).tobytes() == np.asarray(expected[key]).tobytes()
+    assert got["a"].flags.f_contiguous == expected["a"].flags.f_contiguous
+    assert np.array_equal(got["a"], array, equal_nan=array.dtype.kind in "fc")
