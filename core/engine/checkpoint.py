@@ -1,10 +1,19 @@
 """Loading Detectron2 checkpoints without executing code, and saving compatible ones.
 
-* ``.pth``: ``torch.load(weights_only=True)`` -- PyTorch's restricted unpickler admits tensors
-  and plain containers only.
-* ``.pkl`` (model-zoo layout: numpy arrays under ``"model"`` or ``"blobs"``): our own
-  unpickler that admits only numpy arrays/dtypes/scalars and plain containers; any other
-  global (``os.system``, ``builtins.eval``, ...) is refused before anything runs.
+The format is told by the file's first bytes, not its name (labs rename files):
+
+* PyTorch (``torch.save``, zip or legacy): ``torch.load(weights_only=True)`` -- PyTorch's
+  restricted unpickler admits tensors and plain containers only; a file it refuses gets a
+  second reading with our allow-list as torch's ``pickle_module`` (numpy arrays inside).
+* ``.safetensors``: a JSON header and raw tensor bytes; nothing to execute by design.
+* any other pickle (Detectron2 model-zoo ``.pkl``, Detectron1/Caffe2 ``.pkl`` written by
+  Python 2, protocol 0-5): :mod:`.checkpoint_pickle`, which admits numpy arrays/scalars and
+  plain containers only; any other global (``os.system``, ``builtins.eval``, ...) is refused
+  before it is imported.
+
+Layouts: ``{"model": weights, ...}`` (Detectron2, with ``__author__``/``matching_heuristics``/
+``iteration``...), ``{"blobs": weights}`` (Detectron1) or the bare weights dict (a
+``state_dict``, an ImageNet ``.pkl``); weights are tensors or numpy arrays.
 """
 from __future__ import annotations
 
@@ -13,50 +22,89 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError
+from .checkpoint_pickle import Refused, load_pickle, materialise, torch_pickle_module
 
-# (module, name) pairs a model-zoo pickle may reference: numpy array reconstruction only
-_SAFE_PICKLE_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("collections", "OrderedDict"),
-}
+# torch.save's legacy (pre-1.6, non-zip) format starts with this number, pickled (protocol 2)
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_PICKLE_GLOBALS:
-            return super().find_class(module, name)
-        raise CheckpointError(f"refusing to load: the pickle references {module}.{name}, "
-                              "which could run code (only numpy arrays are allowed)")
+def _format_of(path: Path) -> str:
+    """'torch', 'safetensors' or 'pickle', from the file's first bytes (and suffix)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (
+            len(head) >= 9 and head[8:9] == b"{"
+            and int.from_bytes(head[:8], "little") < path.stat().st_size):
+        return "safetensors"  # 8-byte header length, then the JSON header
+    # the local-file magic at the start: zipfile.is_zipfile looks for a directory near the end,
+    # which a pickle holding torch.save'd bytes (a plainly pickled tensor) also has
+    if head.startswith((b"PK\x03\x04", _TORCH_LEGACY_MAGIC)):
+        return "torch"
+    return "pickle"
+
+
+def _read_torch(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    # beyond PyTorch's allow-list, e.g. numpy arrays (a model-zoo dict saved with torch.save):
+    # torch's loader still reads the zip, but every global goes through our allow-list, which
+    # refuses anything else by name (Refused, turned into one line by read_checkpoint)
+    return materialise(torch.load(path, map_location="cpu", weights_only=False,
+                                  pickle_module=torch_pickle_module, encoding="latin1"))
+
+
+def _read_safetensors(path: Path) -> dict:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        weights = {name: f.get_tensor(name) for name in f.keys()}
+        metadata = f.metadata() or {}
+    # string metadata (e.g. __author__) rides along like a .pth's extra keys
+    return {**{k: v for k, v in metadata.items() if k not in ("model", "blobs")},
+            "model": weights}
+
+
+def _read_pickle(path: Path):
+    with open(path, "rb") as f:
+        return load_pickle(f)
+
+
+_READERS = {"torch": _read_torch, "safetensors": _read_safetensors, "pickle": _read_pickle}
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Return the raw checkpoint dict (``{"model": state_dict, ...}``), loaded safely."""
+    """Return the raw checkpoint dict (``{"model": weights, ...}`` as written), loaded safely.
+
+    Args:
+        path: a ``.pth``/``.pt`` (torch.save), ``.pkl`` (pickle of numpy arrays, any protocol,
+            Python 2 or 3) or ``.safetensors`` file.
+
+    Returns:
+        The top-level dict; weights are tensors or numpy arrays (see :func:`state_dict_of`).
+
+    Raises:
+        CheckpointError: missing, unreadable, not a dict, or it would run code (one line,
+            naming the offending global; nothing of the file was executed).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".pkl":
-        try:
-            with open(path, "rb") as f:
-                data = _SafeUnpickler(f, encoding="latin1").load()
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-        except Exception as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    else:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise CheckpointError(
-                f"refusing to load {path}: it holds objects beyond tensors and plain data, "
-                f"which could run code ({first})") from None
-        except Exception as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    try:
+        data = _READERS[_format_of(path)](path)
+    except Refused as exc:
+        raise CheckpointError(f"refusing to load {path}: {exc}") from None
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"cannot read checkpoint {path}: nested too deeply") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch, pickle or "
+                              f"safetensors file ({first})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a Detectron2 checkpoint (top level is "
                               f"{type(data).__name__}, expected a dict)")
@@ -64,18 +112,42 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def state_dict_of(checkpoint: dict, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model weights as tensors, from {"model": ...}, {"blobs": ...} or a bare state dict."""
+    """The model weights as tensors, from {"model": ...}, {"blobs": ...} or a bare state dict.
+
+    As Detectron2's ``Checkpointer`` does: numpy arrays become tensors, Caffe2's
+    ``*_momentum`` blobs (SGD state, not weights) are dropped, and a ``module.`` prefix on
+    every name (a model saved inside DistributedDataParallel) is stripped.
+
+    Args:
+        checkpoint: what :func:`read_checkpoint` returned.
+        path: for messages.
+
+    Returns:
+        ``{name: tensor}`` in native byte order; non-numeric entries are left out.
+    """
     weights = checkpoint.get("model", checkpoint.get("blobs", checkpoint))
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: 'model' entry is not a dict of weights")
     out = {}
     for name, value in weights.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+            # torch takes native byte order only (a big-endian machine's pickle is not)
+            value = torch.from_numpy(np.ascontiguousarray(value, value.dtype.newbyteorder("=")))
+        if isinstance(value, torch.Tensor) and isinstance(name, str) \
+                and not name.endswith("_momentum"):
             out[name] = value
     if not out:
         raise CheckpointError(f"{path} holds no weights")
+    if not any("." in name for name in out):
+        # Detectron2 names are module paths; Caffe2's blob names (conv1_w, res2_0_branch2a_w)
+        # would need Detectron2's name-matching heuristics, which this engine does not have
+        examples = ", ".join(sorted(out)[:3])
+        raise CheckpointError(
+            f"{path} holds Caffe2/Detectron1 blob names ({examples}, ...), not Detectron2 "
+            "parameter names; converting them is not supported: load it once with Detectron2 "
+            "and save the model's state_dict, or start from a Detectron2 checkpoint")
+    if all(name.startswith("module.") for name in out):
+        out = {name[len("module."):]: value for name, value in out.items()}
     return out
 
 
