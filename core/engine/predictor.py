@@ -11,6 +11,7 @@ from ..io import to_model_input
 from ..structures import Instances
 from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
+from .precision import apply_precision, resolve_precision
 from .preprocess import resize_shortest_edge
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
@@ -31,11 +32,15 @@ class Predictor:
 
     ``image`` is any array ``cellseg.core.io.read_image`` returns; the documented conversion
     rule (``cellseg.core.io.image``) turns it into the uint8 input the model was trained on.
+    ``precision`` "exact" (default) or "fast" (see :mod:`.precision`); ``self.precision`` says
+    what runs (``.name``, and ``.note`` for a one-line message, e.g. a fallback to exact).
     """
 
-    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None):
+    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None,
+                 precision: str = "exact"):
         self.cfg = cfg
-        self.model = model.eval().to(device).use_channels_last()
+        self.precision = resolve_precision(precision, device)
+        self.model = apply_precision(model.eval().to(device).use_channels_last(), self.precision)
         self.device = device.type
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.class_names = list(class_names) if class_names else [
@@ -72,10 +77,12 @@ class Predictor:
 
 
 def load_predictor(config, weights, device: str = "auto", overrides: list[str] | None = None,
-                   class_names=None) -> Predictor:
+                   class_names=None, precision: str = "exact") -> Predictor:
     """Build the model a Detectron2 ``config.yaml`` describes and load its checkpoint.
 
     ``overrides`` are ``KEY VALUE`` pairs (e.g. ``["TEST.DETECTIONS_PER_IMAGE", "1000"]``).
+    ``precision``: "exact" (float32, Detectron2's numerics) or "fast" (16-bit backbone where
+    the hardware runs it natively; otherwise exact, with ``predictor.precision.note`` saying so).
     Raises ConfigError / CheckpointError / CellsegError with a message a user can act on.
     """
     from ..config import load_config
@@ -91,4 +98,4 @@ def load_predictor(config, weights, device: str = "auto", overrides: list[str] |
     if not Path(weights).exists():
         raise CheckpointError(f"checkpoint not found: {weights}")
     load_weights(model, weights)
-    return Predictor(cfg, model, dev, class_names)
+    return Predictor(cfg, model, dev, class_names, precision)
