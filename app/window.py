@@ -465,6 +465,7 @@ class MainWindow(QMainWindow):
             return
         i = self.index
         if i in self._edited:
+            self.result_label.setText("")
             self._show(self._edited[i])
             return
         missing = [m for m in self.post_panel.models() if not self.service.has_model(m)]
@@ -519,8 +520,8 @@ class MainWindow(QMainWindow):
         done = self._composed.get(index)
         if done is not None and done[0] == ckey:
             if show:
-                self._show(done[1])
                 self.result_label.setText(label)
+                self._show(done[1])
             return
         values = self.post_panel.values()
         self.service.submit_light(
@@ -536,8 +537,8 @@ class MainWindow(QMainWindow):
         if index not in self._edited and index not in self._reviewed:
             self.image_list.set_status(index, "predicted", len(instances))
         if index == self.index and ckey == self._wanted and index not in self._edited:
+            self.result_label.setText(self._wanted_label)  # before: listeners read it
             self._show(instances)
-            self.result_label.setText(self._wanted_label)
 
     def _raw_ready(self, key: RawKey) -> None:
         if self.source is None:
