@@ -17,6 +17,7 @@ is still correct, only not faster, and a settings file moved between machines ke
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,25 @@ def resolve_precision(precision: str, device: torch.device, cpuinfo: str | None 
     return Precision("fast", None,
                      "fast precision needs a CPU with bfloat16 instructions (avx512_bf16 or "
                      "amx_bf16) or a CUDA GPU; this CPU has neither: running exact (float32)")
+
+
+@contextmanager
+def no_tf32(enabled: bool = True):
+    """Keep CUDA float32 convolutions and matmuls in IEEE float32 while inside.
+
+    cuDNN runs float32 convolutions as TF32 (10-bit mantissa) on Ampere and later GPUs by
+    default; exact mode must not, or it would not reproduce Detectron2's float32 outputs. The
+    previous global flags come back on exit.
+    """
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _float32_inputs(module: nn.Module, args: tuple) -> tuple:

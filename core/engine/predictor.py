@@ -11,7 +11,7 @@ from ..io import to_model_input
 from ..structures import Instances
 from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
-from .precision import apply_precision, resolve_precision
+from .precision import apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
@@ -59,7 +59,8 @@ class Predictor:
 
     def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
-        with torch.inference_mode():
+        exact_cuda = self.device == "cuda" and self.precision.dtype is None
+        with torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG
                 return inference_with_tta(
