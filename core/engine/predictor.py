@@ -11,7 +11,7 @@ from ..io import to_model_input
 from ..structures import Instances
 from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
-from .precision import apply_precision, no_tf32, resolve_precision
+from .precision import Precision, apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
@@ -37,9 +37,10 @@ class Predictor:
     """
 
     def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None,
-                 precision: str = "exact"):
+                 precision: str | Precision = "exact"):
         self.cfg = cfg
-        self.precision = resolve_precision(precision, device)
+        self.precision = (precision if isinstance(precision, Precision)
+                          else resolve_precision(precision, device))
         self.model = apply_precision(model.eval().to(device).use_channels_last(), self.precision)
         self.device = device.type
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
