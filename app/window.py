@@ -355,6 +355,7 @@ class MainWindow(QMainWindow):
         self.image = image
         self._shown = None
         self._wanted = None
+        self.result_label.setText("")
         self.banner.hide()  # an earlier image's error; this image's own errors show again
         self.canvas.set_image(image)
         self.display_panel.set_contrast(self.canvas.contrast)
