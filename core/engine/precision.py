@@ -28,7 +28,7 @@ from ..errors import CellsegError
 from .layers import DeformConv
 
 PRECISIONS = ("exact", "fast")
-# /proc/cpuinfo flags of native bfloat16 arithmetic (Intel Cooper Lake+/Sapphire Rapids+, AMD Zen 4+)
+# /proc/cpuinfo flags of native bfloat16 arithmetic (Intel Cooper Lake+, AMD Zen 4+)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
