@@ -65,3 +65,11 @@ class AppSettings:
 
     def set_device(self, device: str) -> None:
         self.q.setValue("models/device", device)
+
+    def precision(self) -> str:
+        """Inference precision, "exact" (default) or "fast"."""
+        value = str(self.q.value("models/precision", "exact") or "exact")
+        return value if value in ("exact", "fast") else "exact"
+
+    def set_precision(self, precision: str) -> None:
+        self.q.setValue("models/precision", precision)

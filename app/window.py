@@ -31,6 +31,9 @@ from .workers import InferenceService, ModelInfo, RawKey
 from . import file_dialogs
 
 IMAGE_CACHE = 4  # decoded images kept for quick back-and-forth stepping
+# what the status bar's result label says while / after test-time augmentation runs
+PLAIN_WHILE_TTA = "plain prediction shown; TTA running..."
+TTA_SHOWN = "TTA"
 
 
 def compose_raw(raw: dict[str, Instances], values: dict):
@@ -94,6 +97,7 @@ class MainWindow(QMainWindow):
         self._reviewed: set[int] = set()
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._wanted = None  # compose key of what the canvas should show
+        self._wanted_label = ""  # the result label that goes with it
 
         self._build_widgets()
         self._build_menus()
@@ -154,9 +158,11 @@ class MainWindow(QMainWindow):
         self.instance_label = QLabel("", self)
         self.zoom_label = QLabel("", self)
         self.device_label = QLabel(f"device: {self.service.device}", self)
+        self.result_label = QLabel("", self)  # which result is shown (plain / TTA)
         for w in (self.pixel_label, self.instance_label):
             w.setMinimumWidth(180)
         bar = self.statusBar()
+        bar.addPermanentWidget(self.result_label)
         bar.addPermanentWidget(self.pixel_label)
         bar.addPermanentWidget(self.instance_label)
         bar.addPermanentWidget(self.zoom_label)
@@ -257,6 +263,7 @@ class MainWindow(QMainWindow):
         m = self.models_panel
         m.model_changed.connect(self.set_model)
         m.device_changed.connect(self.set_device)
+        m.precision_changed.connect(self.set_precision)
         m.run_requested.connect(self.run_current)
         m.run_all_requested.connect(self.run_all)
         m.cancel_requested.connect(self.cancel)
@@ -282,6 +289,8 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.models_panel.set_device(self.settings.device())
+        self.service.set_precision(self.settings.precision())
+        self.models_panel.set_precision(self.settings.precision())
         for key in MODEL_KEYS:
             config, weights = self.settings.model_paths(key)
             if config and weights:
@@ -348,6 +357,7 @@ class MainWindow(QMainWindow):
         self.image = image
         self._shown = None
         self._wanted = None
+        self.result_label.setText("")
         self.banner.hide()  # an earlier image's error; this image's own errors show again
         self.canvas.set_image(image)
         self.display_panel.set_contrast(self.canvas.contrast)
@@ -375,6 +385,13 @@ class MainWindow(QMainWindow):
         self.service.clear_failures()
         self.settings.set_device(device)
         self.device_label.setText(f"device: {device}")
+        self.refresh()
+
+    def set_precision(self, precision: str) -> None:
+        """exact/fast: part of the raw-output cache key, so switching re-runs (or re-uses)."""
+        self.service.set_precision(precision)
+        self.service.clear_failures()
+        self.settings.set_precision(precision)
         self.refresh()
 
     def run_current(self) -> None:
@@ -406,6 +423,8 @@ class MainWindow(QMainWindow):
     def _model_loaded(self, info: ModelInfo) -> None:
         self.models_panel.set_running_device(info.device)
         self.device_label.setText(f"device: {info.device}")
+        if info.precision_note and "running exact" in info.precision_note:
+            self.statusBar().showMessage(info.precision_note, 10000)  # fast fell back
         if info.class_names and not (self.source and self.source.class_names):
             self._set_class_names(list(info.class_names))
 
@@ -438,8 +457,9 @@ class MainWindow(QMainWindow):
         tta = self.post_panel.tta.isChecked()
         return [self.service.key_for(path, m, tta) for m in self.post_panel.models()]
 
-    def compose_key(self, index: int):
-        return (tuple(self._keys(index)), tuple(sorted(self.post_panel.values().items())))
+    def compose_key(self, index: int, keys: list[RawKey] | None = None):
+        keys = self._keys(index) if keys is None else keys
+        return (tuple(keys), tuple(sorted(self.post_panel.values().items())))
 
     def refresh(self, force: bool = False) -> None:
         """Bring the canvas up to date with the current settings: show the composed result,
@@ -448,6 +468,7 @@ class MainWindow(QMainWindow):
             return
         i = self.index
         if i in self._edited:
+            self.result_label.setText("")
             self._show(self._edited[i])
             return
         missing = [m for m in self.post_panel.models() if not self.service.has_model(m)]
@@ -465,23 +486,44 @@ class MainWindow(QMainWindow):
             return
         raws = {k.model: self.service.cached(k) for k in keys}
         if any(v is None for v in raws.values()):
-            for k in keys:
-                if raws[k.model] is None:
-                    self.service.request(k, front=True)
-            self.image_list.set_status(i, "running")
-            self.statusBar().showMessage("running " + ", ".join(
-                k.model + (" +TTA" if k.tta else "") for k in keys if raws[k.model] is None))
+            self._run_missing(i, keys, raws)
             return
-        self._compose(i, raws, show=True)
+        self._compose(i, raws, show=True, label=TTA_SHOWN if keys[0].tta else "")
         self._prefetch(i + 1)
 
-    def _compose(self, index: int, raws: dict, show: bool) -> None:
-        ckey = self.compose_key(index)
+    def _run_missing(self, i: int, keys: list[RawKey], raws: dict) -> None:
+        """Queue the model runs the current image lacks. With TTA, the plain run goes first
+        and its result is shown until TTA (10-20x longer) replaces it."""
+        plain = [replace(k, tta=False) for k in keys if k.tta]
+        plain_raws = {k.model: self.service.cached(k) for k in plain}
+
+        def request_plain():
+            for k in plain:
+                if plain_raws[k.model] is None and self.service.failure(k) is None:
+                    self.service.request(k, front=True)
+
+        request_plain()  # starts at once when the model thread is idle ...
+        for k in keys:
+            if raws[k.model] is None:
+                self.service.request(k, front=True)
+        request_plain()  # ... and otherwise is moved ahead of the TTA runs
+        self.image_list.set_status(i, "running")
+        if plain and all(v is not None for v in plain_raws.values()):
+            self._compose(i, plain_raws, show=True, keys=plain, label=PLAIN_WHILE_TTA)
+            self.statusBar().showMessage(PLAIN_WHILE_TTA)
+            return
+        self.statusBar().showMessage("running " + ", ".join(
+            k.model + (" +TTA" if k.tta else "") for k in keys if raws[k.model] is None))
+
+    def _compose(self, index: int, raws: dict, show: bool, keys: list[RawKey] | None = None,
+                 label: str = "") -> None:
+        ckey = self.compose_key(index, keys)
         if show:
-            self._wanted = ckey
+            self._wanted, self._wanted_label = ckey, label
         done = self._composed.get(index)
         if done is not None and done[0] == ckey:
             if show:
+                self.result_label.setText(label)
                 self._show(done[1])
             return
         values = self.post_panel.values()
@@ -498,6 +540,7 @@ class MainWindow(QMainWindow):
         if index not in self._edited and index not in self._reviewed:
             self.image_list.set_status(index, "predicted", len(instances))
         if index == self.index and ckey == self._wanted and index not in self._edited:
+            self.result_label.setText(self._wanted_label)  # before: listeners read it
             self._show(instances)
 
     def _raw_ready(self, key: RawKey) -> None:

@@ -6,7 +6,7 @@ running. That keeps reordering (run-now jumps ahead of prefetch), cancelling (dr
 pending) and de-duplication free of locks. Errors in a job -- a bad checkpoint, a corrupt image,
 running out of GPU memory -- come back as a message; the thread keeps serving.
 
-Raw outputs are cached per (image, model, config, weights, device, TTA); post-processing
+Raw outputs are cached per (image, model, config, weights, device, precision, TTA); post-processing
 settings are NOT part of that key, so a Soft-NMS/WBF/threshold toggle re-composes from the cache
 instead of re-running models.
 """
@@ -200,6 +200,7 @@ class RawKey:
     weights: str
     device: str
     tta: bool
+    precision: str = "exact"  # "exact" or "fast": fast outputs differ slightly, never mixed
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class ModelInfo:
     key: str
     device: str
     class_names: tuple[str, ...]
+    precision_note: str = ""  # what precision runs (and why, after a fallback to exact)
 
 
 class InferenceService(QObject):
@@ -228,6 +230,7 @@ class InferenceService(QObject):
         self.models = JobQueue("cellseg-models", self)
         self.light = JobQueue("cellseg-light", self)
         self.device = device
+        self.precision = "exact"
         self.specs: dict[str, ModelSpec] = {}
         self.info: dict[str, ModelInfo] = {}
         self._cache: OrderedDict[RawKey, Instances] = OrderedDict()
@@ -248,13 +251,18 @@ class InferenceService(QObject):
         self.device = device
         self.info.clear()
 
+    def set_precision(self, precision: str) -> None:
+        self.precision = precision
+        self.info.clear()
+
     def has_model(self, key: str) -> bool:
         spec = self.specs.get(key)
         return bool(spec and spec.config and spec.weights)
 
     def key_for(self, image: str | Path, model: str, tta: bool) -> RawKey:
         spec = self.specs.get(model) or ModelSpec(model, "", "")
-        return RawKey(str(image), model, spec.config, spec.weights, self.device, bool(tta))
+        return RawKey(str(image), model, spec.config, spec.weights, self.device, bool(tta),
+                      self.precision)
 
     # ------------------------------------------------------------------ cache
     def cached(self, key: RawKey) -> Instances | None:
@@ -338,17 +346,19 @@ class InferenceService(QObject):
             self._last_image = (key.image, image)
         result = predictor(image, tta=key.tta)
         names = tuple(getattr(predictor, "class_names", ()) or ())
-        return result, ModelInfo(key.model, str(predictor.device), names)
+        return result, ModelInfo(key.model, str(predictor.device), names,
+                                 predictor.precision.note)
 
     def _predictor(self, key: RawKey):
-        pkey = (key.config, key.weights, key.device)
+        pkey = (key.config, key.weights, key.device, key.precision)
         predictor = self._predictors.get(pkey)
         if predictor is None:
             from cellseg.core.engine import load_predictor
             # keep one predictor per model slot: swapping a checkpoint frees the old one
             for old in [k for k in self._predictors if k[0] == key.config or k[1] == key.weights]:
                 del self._predictors[old]
-            predictor = load_predictor(key.config, key.weights, device=key.device)
+            predictor = load_predictor(key.config, key.weights, device=key.device,
+                                       precision=key.precision)
             self._predictors[pkey] = predictor
         return predictor
 

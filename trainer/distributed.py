@@ -33,9 +33,14 @@ def free_port() -> int:
 
 
 def launch(worker, args: tuple, num_processes: int = 1, num_machines: int = 1,
-           machine_rank: int = 0, dist_url: str = "auto", backend: str = "gloo"):
+           machine_rank: int = 0, dist_url: str = "auto", backend: str = "gloo",
+           spawn: bool = False):
     """Run ``worker(rank, world, local_rank, *args)`` in every process; returns the single
-    process's result (None for multi-process runs, whose results are on disk)."""
+    process's result (None for multi-process runs, whose results are on disk).
+
+    A single process runs in this process without a process group, unless ``spawn``: then it
+    is spawned and joins a one-member group like any rank of a larger run (e.g. to check an
+    NCCL setup on one GPU)."""
     world = num_processes * num_machines
     if num_processes < 1 or num_machines < 1:
         raise DistributedError("--num-processes/--num-gpus and --num-machines must be >= 1")
@@ -44,7 +49,7 @@ def launch(worker, args: tuple, num_processes: int = 1, num_machines: int = 1,
     if backend == "nccl" and torch.cuda.device_count() < num_processes:
         raise DistributedError(f"{num_processes} GPU processes asked for but PyTorch sees "
                                f"{torch.cuda.device_count()} GPU(s)")
-    if world == 1:
+    if world == 1 and not spawn:
         return worker(0, 1, 0, *args)
     if dist_url == "auto":
         if num_machines > 1:

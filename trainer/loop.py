@@ -164,7 +164,9 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
     """Train on this rank (``torch.distributed`` already initialised when ``world > 1``)."""
     from cellseg.core.engine.meta_arch import build_model
 
-    distributed = world > 1
+    # a process group of one (launch(..., spawn=True)) still takes the distributed path
+    distributed = world > 1 or (torch.distributed.is_available()
+                                and torch.distributed.is_initialized())
     device = torch.device(f"cuda:{local_rank}" if spec.device == "cuda" else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)

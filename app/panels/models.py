@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from .. import file_dialogs
 from ..icons import icon
@@ -58,6 +58,7 @@ class _PathRow(QWidget):
 class ModelsPanel(QWidget):
     model_changed = Signal(str, str, str)  # key, config, weights
     device_changed = Signal(str)
+    precision_changed = Signal(str)  # "exact" or "fast"
     run_requested = Signal()
     run_all_requested = Signal()
     cancel_requested = Signal()
@@ -79,6 +80,15 @@ class ModelsPanel(QWidget):
         self.device.addItems(available_devices())
         self.device.currentTextChanged.connect(self.device_changed)
         form.addRow("Device", self.device)
+        self.fast = QCheckBox("Fast precision (16-bit backbone)", self)
+        self.fast.setToolTip(
+            "Runs the backbone in bfloat16 on CPUs with AVX512-BF16/AMX and in float16 on "
+            "CUDA GPUs: faster, with slightly different masks and scores than Detectron2 "
+            "gives. Off (exact, float32) by default. Without such hardware it runs exact "
+            "and says so. Changing it re-runs the models.")
+        self.fast.toggled.connect(
+            lambda on: self.precision_changed.emit("fast" if on else "exact"))
+        form.addRow("Precision", self.fast)
         self.device_label = QLabel("not loaded", self)
         form.addRow("Running on", self.device_label)
 
@@ -121,6 +131,12 @@ class ModelsPanel(QWidget):
         if self.device.findText(device) < 0:
             device = "auto"
         self.device.setCurrentText(device)
+
+    def precision(self) -> str:
+        return "fast" if self.fast.isChecked() else "exact"
+
+    def set_precision(self, precision: str) -> None:
+        self.fast.setChecked(precision == "fast")
 
     def set_running_device(self, text: str) -> None:
         self.device_label.setText(text)

@@ -11,6 +11,7 @@ from ..io import to_model_input
 from ..structures import Instances
 from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
+from .precision import Precision, apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
@@ -50,11 +51,16 @@ class Predictor:
 
     ``image`` is any array ``cellseg.core.io.read_image`` returns; the documented conversion
     rule (``cellseg.core.io.image``) turns it into the uint8 input the model was trained on.
+    ``precision`` "exact" (default) or "fast" (see :mod:`.precision`); ``self.precision`` says
+    what runs (``.name``, and ``.note`` for a one-line message, e.g. a fallback to exact).
     """
 
-    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None):
+    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, class_names=None,
+                 precision: str | Precision = "exact"):
         self.cfg = cfg
-        self.model = model.eval().to(device).use_channels_last()
+        self.precision = (precision if isinstance(precision, Precision)
+                          else resolve_precision(precision, device))
+        self.model = apply_precision(model.eval().to(device).use_channels_last(), self.precision)
         self.device = device  # the full device (cuda:1, not just "cuda")
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.class_names = list(class_names) if class_names else [
@@ -73,7 +79,8 @@ class Predictor:
 
     def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
-        with torch.inference_mode():
+        exact_cuda = self.device == "cuda" and self.precision.dtype is None
+        with torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG
                 return inference_with_tta(
@@ -91,10 +98,12 @@ class Predictor:
 
 
 def load_predictor(config, weights, device: str = "auto", overrides: list[str] | None = None,
-                   class_names=None) -> Predictor:
+                   class_names=None, precision: str = "exact") -> Predictor:
     """Build the model a Detectron2 ``config.yaml`` describes and load its checkpoint.
 
     ``overrides`` are ``KEY VALUE`` pairs (e.g. ``["TEST.DETECTIONS_PER_IMAGE", "1000"]``).
+    ``precision``: "exact" (float32, Detectron2's numerics) or "fast" (16-bit backbone where
+    the hardware runs it natively; otherwise exact, with ``predictor.precision.note`` saying so).
     Raises ConfigError / CheckpointError / CellsegError with a message a user can act on.
     """
     from ..config import load_config
@@ -110,4 +119,4 @@ def load_predictor(config, weights, device: str = "auto", overrides: list[str] |
     if not Path(weights).exists():
         raise CheckpointError(f"checkpoint not found: {weights}")
     load_weights(model, weights)
-    return Predictor(cfg, model, dev, class_names)
+    return Predictor(cfg, model, dev, class_names, precision)
