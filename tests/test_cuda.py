@@ -49,6 +49,16 @@ def nuclei_png(fixtures_dir):
     return read_image(fixtures_dir / "nuclei.png")
 
 
+def test_predictor_names_the_gpu_it_uses():
+    from cellseg.core.engine import resolve_device
+
+    predictor = _predictor("mask_rcnn")
+    assert predictor.device == torch.device("cuda", torch.cuda.current_device())
+    assert resolve_device("auto") == predictor.device
+    last = torch.cuda.device_count() - 1
+    assert resolve_device(f"cuda:{last}") == torch.device("cuda", last)
+
+
 @pytest.mark.parametrize("name,ext,mode", CASES, ids=["-".join(c) for c in CASES])
 def test_parity_with_upstream_on_cuda(nuclei_png, name, ext, mode):
     """The fixture README's rule as written (strict bounds, up to 1% loose) on the GPU."""

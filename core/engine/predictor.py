@@ -79,7 +79,7 @@ class Predictor:
 
     def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
-        exact_cuda = self.device == "cuda" and self.precision.dtype is None
+        exact_cuda = self.device.type == "cuda" and self.precision.dtype is None
         with torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG

@@ -26,9 +26,9 @@ def test_window_predicts_on_cuda_exact_and_fast(window, qtbot, crop_folder, fast
     qtbot.waitUntil(lambda: window.current_instances() is not None, timeout=MODEL_TIMEOUT)
     shown = window.current_instances()
     assert len(shown) > 0 and np.isfinite(shown.boxes).all()
-    assert "cuda" in window.device_label.text()
+    assert "cuda:0" in window.device_label.text()
     assert "cuda" in window.models_panel.device_label.text()
-    assert window.service.info["cascade"].device == "cuda"
+    assert window.service.info["cascade"].device == "cuda:0"  # the full device, not "cuda"
     assert not window.banner.isVisible()
 
     window.models_panel.fast.setChecked(True)
