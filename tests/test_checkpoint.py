@@ -8,7 +8,6 @@ see ``py2_cpickle``) except the fixture's own ``model_final.pkl``/``.pth``.
 from __future__ import annotations
 
 import collections
-import re
 import io
 import pickle
 import struct

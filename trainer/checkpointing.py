@@ -56,9 +56,14 @@ def _grouped(names: list[str]) -> str:
     for name in names:
         head, _, leaf = name.rpartition(".")
         groups.setdefault(head, []).append(leaf)
-    return ", ".join(f"{head}.{{{','.join(leaves)}}}" if head and len(leaves) > 1
-                     else (f"{head}.{leaves[0]}" if head else leaves[0])
-                     for head, leaves in groups.items())
+    parts = []
+    for head, leaves in groups.items():
+        if not head:  # Caffe2 blob names have no module path: listed one by one
+            parts.extend(leaves)
+        else:
+            parts.append(f"{head}.{{{','.join(leaves)}}}" if len(leaves) > 1
+                         else f"{head}.{leaves[0]}")
+    return ", ".join(parts)
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> InitReport:
@@ -86,7 +91,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> InitReport:
         aligned = align_checkpoint(own, weights, path, c2_conversion=c2)
         usable = {k: v.to(own[k].dtype) for k, v in aligned.weights.items()}
         report.loaded = sorted(usable)
-        report.renamed = {k: n for k, n in sorted(aligned.sources.items()) if k != n}
+        # in the model's order, so the log's examples start at the stem
+        report.renamed = {k: aligned.sources[k] for k in own
+                          if k in aligned.sources and aligned.sources[k] != k}
         report.reinitialised = sorted(aligned.wrong_shape)
         report.unexpected = aligned.unmatched
         present = set(usable) | set(aligned.wrong_shape)

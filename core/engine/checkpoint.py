@@ -28,6 +28,7 @@ from torch import nn
 from ..errors import CheckpointError
 from .c2_names import Alignment, align_to_model, looks_like_caffe2
 from .checkpoint_pickle import Refused, load_pickle, materialise, torch_pickle_module
+from .layers import FrozenBatchNorm2d
 
 # torch.save's legacy (pre-1.6, non-zip) format starts with this number, pickled (protocol 2)
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -176,7 +177,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
         # the strict check below then names what is missing (an ImageNet backbone has no heads)
         weights = {**{c2: weights[c2] for c2 in aligned.unmatched},
                    **{key: weights[c2] for key, c2 in aligned.wrong_shape.items()},
-                   **aligned.weights}
+                   **_identity_statistics(model), **aligned.weights}
         note = " (Caffe2 blob names, converted as Detectron2 does)"
     problems = check_state_dict(model, weights)
     if problems:
@@ -186,6 +187,17 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items() if k in own},
                           strict=False)  # check_state_dict above is the strict check
     return {k: v for k, v in ckpt.items() if k not in ("model", "blobs")}
+
+
+def _identity_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Caffe2 folds BN statistics into scale and bias: FrozenBN's running mean/var are the
+    # identity for its blobs (what FrozenBatchNorm2d's load hook fills in, as upstream's does)
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            out[f"{name}.running_mean"] = torch.zeros_like(module.running_mean)
+            out[f"{name}.running_var"] = torch.ones_like(module.running_var)
+    return out
 
 
 def check_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> str:
