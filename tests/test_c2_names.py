@@ -255,3 +255,18 @@ def test_predicting_from_a_backbone_only_pickle_names_what_is_missing(tmp_path):
     assert "(Caffe2 blob names, converted as Detectron2 does) does not fit" in msg
     assert "missing: backbone.fpn_" in msg and "unexpected: fc1000_b, fc1000_w" in msg
     assert "\n" not in msg
+
+
+def test_model_zoo_pickle_with_matching_heuristics_loads_as_its_pth_does():
+    """Detectron2's model-zoo .pkl says ``matching_heuristics``: its full names match exactly,
+    so fine-tuning from it (another class count) gives the same report and weights as the .pth."""
+    reports, states = [], []
+    for name in ("model_final.pkl", "model_final.pth"):
+        model = _fresh("mask_rcnn", **{"MODEL.ROI_HEADS.NUM_CLASSES": 3})
+        reports.append(load_pretrained(model, FIXTURES / "mask_rcnn" / name))
+        states.append(model.state_dict())
+    pkl, pth = reports
+    for field in ("loaded", "reinitialised", "missing", "unexpected", "identity_stats"):
+        assert sorted(getattr(pkl, field)) == sorted(getattr(pth, field)), field
+    assert not pkl.renamed and "roi_heads.box_predictor.cls_score.weight" in pkl.reinitialised
+    assert all(torch.equal(states[0][k], states[1][k]) for k in pkl.loaded)
