@@ -8,7 +8,6 @@ see ``py2_cpickle``) except the fixture's own ``model_final.pkl``/``.pth``.
 from __future__ import annotations
 
 import collections
-import re
 import io
 import pickle
 import struct
@@ -340,13 +339,12 @@ def test_foreign_byte_order_and_dtypes_become_native_tensors(tmp_path):
                                                                      torch.tensor([1, 2]))
 
 
-def test_caffe2_blob_names_are_read_but_named_as_unsupported(tmp_path, mask_rcnn):
+def test_caffe2_blob_names_are_read_and_converted(tmp_path, mask_rcnn):
     """An ImageNet backbone as Detectron1 shipped it (R-50.pkl: Python 2, bare dict of Caffe2
-    blob names) unpickles; mapping its names onto Detectron2's (upstream's matching
-    heuristics) is not implemented, and the message says so instead of "another architecture"."""
+    blob names) unpickles, and its names are mapped onto Detectron2's as upstream's matching
+    heuristics map them (tests/test_c2_names.py checks the full-size backbones)."""
     from cellseg.core.config import load_config
     from cellseg.core.engine.meta_arch import build_model
-    from cellseg.core.errors import CheckpointError
     from cellseg.trainer.checkpointing import load_pretrained
 
     blobs = {b"conv1_w": np.ones((64, 3, 7, 7), np.float32), b"res_conv1_bn_s": np.ones(64, "f4"),
@@ -357,10 +355,15 @@ def test_caffe2_blob_names_are_read_but_named_as_unsupported(tmp_path, mask_rcnn
     path.write_bytes(py2_cpickle(blobs))
     raw = read_checkpoint(path)
     assert np.array_equal(raw["res2_0_branch2a_w"], blobs[b"res2_0_branch2a_w"])
-    expected = (f"{path} holds Caffe2/Detectron1 blob names (conv1_w, fc1000_w, res2_0_branch2a_w, "
-                "...), not Detectron2 parameter names; converting them is not supported")
-    with pytest.raises(CheckpointError, match=re.escape(expected)):
-        load_pretrained(build_model(load_config(mask_rcnn / "config.yaml")), path)
+    model = build_model(load_config(mask_rcnn / "config.yaml"))
+    report = load_pretrained(model, path)
+    assert report.renamed == {"backbone.bottom_up.stem.conv1.weight": "conv1_w",
+                              "backbone.bottom_up.stem.conv1.norm.weight": "res_conv1_bn_s",
+                              "backbone.bottom_up.stem.conv1.norm.bias": "res_conv1_bn_b"}
+    # the small fixture's res2 is narrower than R-50's: the blob is named, not forced in
+    assert report.unexpected == ["fc1000_w"] and report.reinitialised == [
+        "backbone.bottom_up.res2.0.conv1.weight"]
+    assert torch.equal(model.backbone.bottom_up.stem.conv1.weight, torch.ones(64, 3, 7, 7))
 
 
 @pytest.mark.parametrize("fmt", ["py2-pkl", "pkl", "pth", "ddp-pth", "safetensors"])

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from torch import nn
 
-from cellseg.core.engine.checkpoint import read_checkpoint, save_checkpoint, state_dict_of
+from cellseg.core.engine.c2_names import looks_like_caffe2
+from cellseg.core.engine.checkpoint import (align_checkpoint, read_checkpoint, save_checkpoint,
+                                            state_dict_of)
+from cellseg.core.engine.layers import FrozenBatchNorm2d
 from cellseg.core.errors import CheckpointError
 
 
@@ -25,17 +28,42 @@ class InitReport:
     reinitialised: list[str] = field(default_factory=list)  # shape differs (class count)
     missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+    renamed: dict[str, str] = field(default_factory=dict)  # model key -> checkpoint name
+    identity_stats: list[str] = field(default_factory=list)  # FrozenBN stats a backbone lacks
 
     def lines(self) -> list[str]:
         out = [f"loaded {len(self.loaded)} tensors"]
+        if self.renamed:
+            examples = ", ".join(f"{c2} -> {key}" for key, c2 in list(self.renamed.items())[:3])
+            out.append(f"matched {len(self.renamed)} checkpoint names to the model's by "
+                       f"Detectron2's heuristics ({examples}, ...)")
         if self.reinitialised:
             out.append("re-initialised (shape differs from the checkpoint, e.g. another class "
                        "count): " + ", ".join(self.reinitialised))
+        if self.identity_stats:
+            out.append(f"{len(self.identity_stats)} FrozenBN running statistics set to the "
+                       "identity (the checkpoint folds them into scale and bias)")
         if self.missing:
-            out.append("not in the checkpoint, left at initialisation: " + ", ".join(self.missing))
+            out.append("not in the checkpoint, left at initialisation: " + _grouped(self.missing))
         if self.unexpected:
-            out.append("ignored (not in this model): " + ", ".join(self.unexpected))
+            out.append("ignored (not in this model): " + _grouped(self.unexpected))
         return out
+
+
+def _grouped(names: list[str]) -> str:
+    # "backbone.fpn_lateral2.{bias,weight}": hundreds of names stay readable in a log line
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        head, _, leaf = name.rpartition(".")
+        groups.setdefault(head, []).append(leaf)
+    parts = []
+    for head, leaves in groups.items():
+        if not head:  # Caffe2 blob names have no module path: listed one by one
+            parts.extend(leaves)
+        else:
+            parts.append(f"{head}.{{{','.join(leaves)}}}" if len(leaves) > 1
+                         else f"{head}.{leaves[0]}")
+    return ", ".join(parts)
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> InitReport:
@@ -44,30 +72,54 @@ def load_pretrained(model: nn.Module, path: str | Path) -> InitReport:
     Fine-tuning a Detectron2 model on data with another class count leaves the class-specific
     layers (``box_predictor.cls_score``, class-specific ``bbox_pred``, the mask predictor,
     PointRend's coarse ``prediction`` and point ``predictor``) at their fresh initialisation.
-    A checkpoint that shares almost nothing with the model is refused: it is another
-    architecture, not a fine-tuning start.
+    An ImageNet backbone (Caffe2 blob names, e.g. ``R-50.pkl``, ``X-152-32x8d-IN5k.pkl``) or a
+    checkpoint asking for ``matching_heuristics`` is matched by Detectron2's name heuristics and
+    fills the backbone only: FPN and heads keep their initialisation, as in Detectron2.
+    A checkpoint that fills nothing of the backbone, or of whose tensors fewer than half fit,
+    is refused: it is another architecture, not a training start.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"starting weights not found: {path}")
-    weights = state_dict_of(read_checkpoint(path), path)
+    ckpt = read_checkpoint(path)
+    weights = state_dict_of(ckpt, path)
     own = model.state_dict()
     report = InitReport()
     usable = {}
-    for name, value in weights.items():
-        if name not in own:
-            if not name.endswith("num_batches_tracked"):
-                report.unexpected.append(name)
-        elif tuple(value.shape) != tuple(own[name].shape):
-            report.reinitialised.append(name)
-        else:
-            usable[name] = value.to(own[name].dtype)
-            report.loaded.append(name)
-    report.missing = sorted(set(own) - set(weights))
-    if len(usable) < 0.5 * len(own):
+    c2 = looks_like_caffe2(weights)
+    if c2 or ckpt.get("matching_heuristics") is True:
+        aligned = align_checkpoint(own, weights, path, c2_conversion=c2)
+        usable = {k: v.to(own[k].dtype) for k, v in aligned.weights.items()}
+        report.loaded = sorted(usable)
+        # in the model's order, so the log's examples start at the stem
+        report.renamed = {k: aligned.sources[k] for k in own
+                          if k in aligned.sources and aligned.sources[k] != k}
+        report.reinitialised = sorted(aligned.wrong_shape)
+        report.unexpected = aligned.unmatched
+        present = set(usable) | set(aligned.wrong_shape)
+    else:
+        for name, value in weights.items():
+            if name not in own:
+                if not name.endswith("num_batches_tracked"):
+                    report.unexpected.append(name)
+            elif tuple(value.shape) != tuple(own[name].shape):
+                report.reinitialised.append(name)
+            else:
+                usable[name] = value.to(own[name].dtype)
+                report.loaded.append(name)
+        present = set(weights)
+    missing = sorted(set(own) - present)
+    # FrozenBN fills statistics a checkpoint lacks with the identity (as Detectron2's does)
+    frozen = {f"{name}.{stat}" for name, m in model.named_modules()
+              if isinstance(m, FrozenBatchNorm2d) for stat in ("running_mean", "running_var")}
+    report.identity_stats = [k for k in missing if k in frozen]
+    report.missing = [k for k in missing if k not in frozen]
+    counted = [k for k in weights if not k.endswith("num_batches_tracked")]
+    if len(usable) < 0.5 * len(counted) or not any(k.startswith("backbone.") for k in usable):
         raise CheckpointError(
-            f"{path} fits only {len(usable)} of the model's {len(own)} tensors: it was trained "
-            "for another architecture than the config describes")
+            f"{path} fits only {len(usable)} of its {len(counted)} tensors into the model "
+            f"({sum(k.startswith('backbone.') for k in usable)} of them in the backbone): it was "
+            "trained for another architecture than the config describes")
     model.load_state_dict(usable, strict=False)
     return report
 

@@ -26,7 +26,9 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError
+from .c2_names import Alignment, align_to_model, looks_like_caffe2
 from .checkpoint_pickle import Refused, load_pickle, materialise, torch_pickle_module
+from .layers import FrozenBatchNorm2d
 
 # torch.save's legacy (pre-1.6, non-zip) format starts with this number, pickled (protocol 2)
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -123,7 +125,8 @@ def state_dict_of(checkpoint: dict, path: str | Path = "checkpoint") -> dict[str
         path: for messages.
 
     Returns:
-        ``{name: tensor}`` in native byte order; non-numeric entries are left out.
+        ``{name: tensor}`` in native byte order; non-numeric entries are left out. Caffe2 blob
+        names (``conv1_w``) come as they are: :func:`align_checkpoint` maps them to the model.
     """
     weights = checkpoint.get("model", checkpoint.get("blobs", checkpoint))
     if not isinstance(weights, dict):
@@ -138,34 +141,63 @@ def state_dict_of(checkpoint: dict, path: str | Path = "checkpoint") -> dict[str
             out[name] = value
     if not out:
         raise CheckpointError(f"{path} holds no weights")
-    if not any("." in name for name in out):
-        # Detectron2 names are module paths; Caffe2's blob names (conv1_w, res2_0_branch2a_w)
-        # would need Detectron2's name-matching heuristics, which this engine does not have
-        examples = ", ".join(sorted(out)[:3])
-        raise CheckpointError(
-            f"{path} holds Caffe2/Detectron1 blob names ({examples}, ...), not Detectron2 "
-            "parameter names; converting them is not supported: load it once with Detectron2 "
-            "and save the model's state_dict, or start from a Detectron2 checkpoint")
     if all(name.startswith("module.") for name in out):
         out = {name[len("module."):]: value for name, value in out.items()}
     return out
+
+
+def align_checkpoint(model_state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
+                     path: str | Path = "checkpoint", c2_conversion: bool = True) -> Alignment:
+    """Map a checkpoint's names onto the model's keys as Detectron2's matching heuristics do.
+
+    Used for Caffe2/Detectron1 blob names (ImageNet backbones, Detectron1 models) and for
+    checkpoints that ask for it (``matching_heuristics``); see :mod:`.c2_names`.
+
+    Raises:
+        CheckpointError: names that Detectron2 would refuse as ambiguous.
+    """
+    try:
+        return align_to_model(model_state, weights, c2_conversion=c2_conversion)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot match {path} to the model: {exc}") from None
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict:
     """Load a Detectron2 checkpoint strictly into ``model``; returns the checkpoint's extra keys.
 
     Missing, unexpected or mis-shaped parameters are listed in a CheckpointError: a checkpoint
-    for another architecture or class count fails here rather than predicting garbage.
+    for another architecture or class count fails here rather than predicting garbage. Caffe2
+    blob names are converted first (as Detectron2 does), then held to the same strict check.
     """
     ckpt = read_checkpoint(path)
     weights = state_dict_of(ckpt, path)
+    note = ""
+    if looks_like_caffe2(weights):
+        aligned = align_checkpoint(model.state_dict(), weights, path)
+        # the strict check below then names what is missing (an ImageNet backbone has no heads)
+        weights = {**{c2: weights[c2] for c2 in aligned.unmatched},
+                   **{key: weights[c2] for key, c2 in aligned.wrong_shape.items()},
+                   **_identity_statistics(model), **aligned.weights}
+        note = " (Caffe2 blob names, converted as Detectron2 does)"
     problems = check_state_dict(model, weights)
     if problems:
-        raise CheckpointError(f"{path} does not fit the model built from the config: {problems}")
+        raise CheckpointError(f"{path}{note} does not fit the model built from the config: "
+                              f"{problems}")
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items() if k in own},
                           strict=False)  # check_state_dict above is the strict check
     return {k: v for k, v in ckpt.items() if k not in ("model", "blobs")}
+
+
+def _identity_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Caffe2 folds BN statistics into scale and bias: FrozenBN's running mean/var are the
+    # identity for its blobs (what FrozenBatchNorm2d's load hook fills in, as upstream's does)
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            out[f"{name}.running_mean"] = torch.zeros_like(module.running_mean)
+            out[f"{name}.running_var"] = torch.ones_like(module.running_var)
+    return out
 
 
 def check_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> str:
