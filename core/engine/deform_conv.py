@@ -31,7 +31,7 @@ from torch.nn.modules.utils import _pair
 
 # Bytes of one chunk's column matrix: small enough to stay in L2/L3, large enough that the
 # per-chunk Python overhead (~15 op calls) is negligible.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 6 << 20
 
 __all__ = ["deform_conv2d"]
 
@@ -174,10 +174,11 @@ def _corners(offset: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, i
     return _Corners(rows, weights, unmasked, grad_y, grad_x, flat_mask)
 
 
-def _input_table(input: torch.Tensor, dg: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, H * W * dg, C / dg): one row per pixel and deformable group."""
-    n, c, h, w = input.shape
-    return input.permute(0, 2, 3, 1).contiguous().view(n, h * w * dg, c // dg)
+def _input_table(image: torch.Tensor, dg: int) -> torch.Tensor:
+    """(C, H, W) -> (H * W * dg, C / dg): one row per pixel and deformable group."""
+    c, h, w = image.shape
+    # a 2-D transpose takes torch's blocked copy: ~10x faster than permuting the 3-D tensor
+    return image.reshape(c, h * w).t().contiguous().view(h * w * dg, c // dg)
 
 
 def _grouped_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -238,15 +239,19 @@ class _DeformConv2d(torch.autograd.Function):
         out = torch.empty((n, out_c, ho, wo), dtype=input.dtype, device=input.device,
                           memory_format=torch.channels_last if channels_last
                           else torch.contiguous_format)
-        table = _input_table(input, dg)
-        w_t = _grouped_weight(weight, groups).transpose(1, 2)  # (g, K * C/g, O/g)
+        w_g = _grouped_weight(weight, groups)  # (g, O/g, K * C/g)
         per_row = wo * taps * dg  # samples per output row
         for b in range(n):
+            table = _input_table(input[b], dg)
             corners = _corners(offset[b], None if mask is None else mask[b], (h, w), geo)
             for lo, hi in _row_chunks(geo, c, input.element_size()):
-                cols = _columns(table[b], corners, lo * per_row, hi * per_row, taps, c, groups)
-                res = torch.bmm(cols, w_t)  # (g, L, O/g)
-                out[b, :, lo:hi].view(groups, out_c // groups, -1).copy_(res.transpose(1, 2))
+                cols = _columns(table, corners, lo * per_row, hi * per_row, taps, c, groups)
+                dest = out[b, :, lo:hi].view(groups, out_c // groups, -1)  # (g, O/g, L)
+                # multiply in the order that writes the output's memory layout directly
+                if channels_last:
+                    dest.copy_(torch.bmm(cols, w_g.transpose(1, 2)).transpose(1, 2))
+                else:
+                    dest.copy_(torch.bmm(w_g, cols.transpose(1, 2)))
         if bias is not None:
             out.add_(bias.view(1, -1, 1, 1))
         return out
@@ -262,35 +267,36 @@ class _DeformConv2d(torch.autograd.Function):
         taps, groups, dg = kh * kw, geo.groups, geo.deform_groups
         out_c = weight.shape[0]
         per_row = wo * taps * dg
-        table = _input_table(input, dg)  # (N, H * W * dg, C/dg)
         w_g = _grouped_weight(weight, groups)  # (g, O/g, K * C/g)
-        grad_table = torch.zeros_like(table) if need_input else None
+        grad_input = torch.empty_like(input) if need_input else None  # keeps the layout
         grad_w = torch.zeros_like(w_g) if need_weight else None
         need_coords = need_offset or need_mask
         # (Ho, Wo, K, dg, 2) per image, permuted to the offset layout at the end
         grad_off = offset.new_zeros(n, ho * wo * taps * dg, 2) if need_offset else None
         grad_mask = offset.new_zeros(n, ho * wo * taps * dg) if need_mask else None
         for b in range(n):
+            table = _input_table(input[b], dg)
+            grad_table = torch.zeros_like(table) if need_input else None
             corners = _corners(offset[b], None if mask is None else mask[b], (h, w), geo,
                                derivatives=need_offset)
             for lo, hi in _row_chunks(geo, c, input.element_size()):
                 s0, s1 = lo * per_row, hi * per_row
                 go = grad_out[b, :, lo:hi].reshape(groups, out_c // groups, -1)  # (g, O/g, L)
                 if need_weight:
-                    cols = _columns(table[b], corners, s0, s1, taps, c, groups)
+                    cols = _columns(table, corners, s0, s1, taps, c, groups)
                     grad_w.baddbmm_(go, cols)
                 if not (need_input or need_coords):
                     continue
                 # gradient of the sampled values, one row per sample: (L * K * dg, C/dg)
                 grad_cols = _sample_major(torch.bmm(go.transpose(1, 2), w_g), taps)
-                grad_cols = grad_cols.view(s1 - s0, -1)
+                grad_cols = grad_cols.reshape(s1 - s0, -1)
                 rows, weights = corners.rows[s0:s1], corners.weights[s0:s1]
                 if need_input:  # transpose of the gather: scatter-add with the same weights
                     for i in range(4):
-                        grad_table[b].index_add_(0, rows[:, i], grad_cols * weights[:, i, None])
+                        grad_table.index_add_(0, rows[:, i], grad_cols * weights[:, i, None])
                 if need_coords:
                     # dot of the gradient with each corner's values: (samples, 4)
-                    dots = torch.stack([torch.linalg.vecdot(table[b].index_select(0, rows[:, i]),
+                    dots = torch.stack([torch.linalg.vecdot(table.index_select(0, rows[:, i]),
                                                             grad_cols) for i in range(4)], -1)
                     if need_offset:
                         scale = dots if mask is None else dots * corners.mask[s0:s1, None]
@@ -298,11 +304,12 @@ class _DeformConv2d(torch.autograd.Function):
                         grad_off[b, s0:s1, 1] = (scale * corners.grad_x[s0:s1]).sum(-1)
                     if need_mask:
                         grad_mask[b, s0:s1] = (dots * corners.unmasked[s0:s1]).sum(-1)
-        grad_input = grad_offset = grad_weight = grad_bias = grad_m = None
-        if need_input:
-            grad_input = grad_table.view(n, h, w, c).permute(0, 3, 1, 2)
-            if not input.is_contiguous(memory_format=torch.channels_last):
-                grad_input = grad_input.contiguous()
+            if need_input:
+                if grad_input.is_contiguous():
+                    grad_input[b].view(c, h * w).copy_(grad_table.view(h * w, c).t())
+                else:
+                    grad_input[b].permute(1, 2, 0).copy_(grad_table.view(h, w, c))
+        grad_offset = grad_weight = grad_bias = grad_m = None
         if need_offset:
             grad_offset = grad_off.view(n, ho, wo, taps, dg, 2).permute(0, 4, 3, 5, 1, 2)
             grad_offset = grad_offset.reshape(n, dg * taps * 2, ho, wo)
