@@ -145,13 +145,15 @@ def _corners(offset: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, i
               + tap_j[None, :] * geo.dilation[1]).to(dtype)  # (Wo, K)
     y = off[..., 0] + base_y[:, None, :, None]  # (Ho, Wo, K, dg)
     x = off[..., 1] + base_x[None, :, :, None]
-    inside = (y > -1) & (y < height) & (x > -1) & (x < width)
     y0, x0 = y.floor(), x.floor()
     ly, lx = y - y0, x - x0
     hy, hx = 1 - ly, 1 - lx
     y0i, x0i = y0.long(), x0.long()
-    valid_y0, valid_y1 = inside & (y0i >= 0), inside & (y0i < height - 1)
-    valid_x0, valid_x1 = (x0i >= 0), (x0i < width - 1)
+    # A corner counts when it lies in the image. That alone gives torchvision's zero padding
+    # (a sample at <= -1 or >= size has no corner inside, or only one of weight 0) and its
+    # offset gradient, which has no such range test (it is not zero at exactly -1).
+    valid_y0, valid_y1 = (y0i >= 0) & (y0i < height), (y0i >= -1) & (y0i < height - 1)
+    valid_x0, valid_x1 = (x0i >= 0) & (x0i < width), (x0i >= -1) & (x0i < width - 1)
     valid = torch.stack((valid_y0 & valid_x0, valid_y0 & valid_x1,
                          valid_y1 & valid_x0, valid_y1 & valid_x1), dim=-1)
     group = torch.arange(dg, device=device)
