@@ -22,6 +22,7 @@ the sampled rows (the bilinear derivatives), all with torchvision's boundary con
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -226,6 +227,38 @@ def _sample_major(columns: torch.Tensor, taps: int) -> torch.Tensor:
         length, taps, groups * cg)
 
 
+def _scatter_add(grad_table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
+                 grad_rows: torch.Tensor) -> None:
+    """The transposed gather: ``grad_table[rows[s, i]] += weights[s, i] * grad_rows[s]``.
+
+    One sparse (table rows x samples) @ dense product with 4 entries per column; torch's CPU
+    kernel accumulates duplicates without sorting and is ~10x faster than four ``index_add_``.
+    """
+    samples = rows.shape[0]
+    sample = torch.arange(samples, device=rows.device).repeat_interleave(4)
+    scatter = torch.sparse_coo_tensor(torch.stack((rows.reshape(-1), sample)), weights.reshape(-1),
+                                      (grad_table.shape[0], samples), check_invariants=False)
+    grad_table.addmm_(scatter, grad_rows)
+
+
+def _corner_dots(table: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:
+    """(samples, 4): dot product of each sample's gradient row with each of its corner rows.
+
+    A sampled dense product (``grad_rows @ table.T`` evaluated at the corners only), so the
+    corner rows are never gathered into memory.
+    """
+    samples = rows.shape[0]
+    if table.shape[0] < 4:  # the sparse kernel wants no more entries per row than columns
+        return (table[rows] * grad_rows[:, None, :]).sum(-1)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": these ops are stable
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            torch.arange(0, 4 * samples + 1, 4, device=rows.device), rows.reshape(-1),
+            grad_rows.new_zeros(4 * samples), (samples, table.shape[0]), check_invariants=False)
+        dots = torch.sparse.sampled_addmm(pattern, grad_rows, table.t(), beta=0.0)
+    return dots.values().view(samples, 4)
+
+
 class _DeformConv2d(torch.autograd.Function):
     """Forward and explicit backward; inputs are (input, offset, weight, bias, mask, geometry)."""
 
@@ -293,13 +326,10 @@ class _DeformConv2d(torch.autograd.Function):
                 grad_cols = _sample_major(torch.bmm(go.transpose(1, 2), w_g), taps)
                 grad_cols = grad_cols.reshape(s1 - s0, -1)
                 rows, weights = corners.rows[s0:s1], corners.weights[s0:s1]
-                if need_input:  # transpose of the gather: scatter-add with the same weights
-                    for i in range(4):
-                        grad_table.index_add_(0, rows[:, i], grad_cols * weights[:, i, None])
+                if need_input:
+                    _scatter_add(grad_table, rows, weights, grad_cols)
                 if need_coords:
-                    # dot of the gradient with each corner's values: (samples, 4)
-                    dots = torch.stack([torch.linalg.vecdot(table.index_select(0, rows[:, i]),
-                                                            grad_cols) for i in range(4)], -1)
+                    dots = _corner_dots(table, rows, grad_cols)  # (samples, 4)
                     if need_offset:
                         scale = dots if mask is None else dots * corners.mask[s0:s1, None]
                         grad_off[b, s0:s1, 0] = (scale * corners.grad_y[s0:s1]).sum(-1)
