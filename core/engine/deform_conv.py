@@ -16,9 +16,10 @@ image). Torchvision fills ``columns`` one scalar at a time; here:
 
 Work is chunked over output rows so that a chunk's columns stay a few MB (cache-resident, and
 memory stays bounded for any image size). Backward is explicit: weight gradient and column
-gradient by ``bmm``, input gradient by ``index_add_`` of the column gradient times the corner
-weights, offset and mask gradients from per-corner dot products of the column gradient with
-the sampled rows (the bilinear derivatives), all with torchvision's boundary conventions.
+gradient by ``bmm``; input gradient by scattering the column gradient back with the corner
+weights (one sparse @ dense ``addmm_``); offset and mask gradients from the dot products of
+the column gradient with each corner's input row (``torch.sparse.sampled_addmm``) times the
+bilinear weights' derivatives, all with torchvision's boundary conventions.
 """
 from __future__ import annotations
 
