@@ -75,7 +75,7 @@ def _run(op, p, grad_out=None):
     return out, dict(zip(tensors, grads))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(problems())
 def test_forward_and_gradients_match_torchvision(p):
     expected, _ = _run(tv_deform_conv2d, p)
