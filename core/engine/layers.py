@@ -133,7 +133,7 @@ class DeformConv(nn.Module):
     Parameter names follow Detectron2 (``weight``, optional ``bias``, ``norm``). The offset layout
     is the original DCN one (per deformable group, per kernel tap: dy, dx), which is also
     torchvision's. On the CPU the op is :func:`cellseg.core.engine.deform_conv.deform_conv2d`
-    (same numerics as torchvision's, ~10x faster); elsewhere ``torchvision.ops.deform_conv2d``.
+    (torchvision's numerics, several times faster); elsewhere ``torchvision.ops.deform_conv2d``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
