@@ -4,7 +4,8 @@ Same arguments, offset/mask layout and numerics (to float rounding) as
 ``torchvision.ops.deform_conv2d``, forward and backward, but several times faster on the CPU
 (``benchmarks/deform_conv.py``). Both compute ``out = W @ columns`` where ``columns`` holds,
 for every output pixel, kernel tap and input channel, the input bilinearly sampled at the
-tap's offset position (zero outside the image). Torchvision fills ``columns`` one scalar at a time; here:
+tap's offset position (zero outside the image). Torchvision fills ``columns`` one scalar at a
+time; here:
 
 * the four bilinear corners (row index into the NHWC input, weight incl. validity and the
   modulation mask) are computed once per (pixel, tap, deformable group) for all channels:
