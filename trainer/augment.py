@@ -96,8 +96,8 @@ def pillow_nearest_index(size_in: int, size_out: int) -> torch.Tensor:
 
     Pillow walks the source coordinate ``(i + 0.5) * size_in / size_out`` by repeated float64
     addition and truncates it; reproducing that sum (not the closed form) matters where the
-    exact value is an integer: e.g. 512 -> 614 px puts column 153 on 127.99999 in Pillow but
-    on 128.0 in ``interpolate(mode="nearest-exact")``.
+    exact value is an integer: e.g. 512 -> 614 px, column 153 reads source column 128 in
+    Pillow but 127 in ``interpolate(mode="nearest-exact")``.
     """
     step = size_in / size_out
     walk = np.full(size_out, step)
