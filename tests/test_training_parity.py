@@ -116,3 +116,21 @@ def test_one_sgd_step_equals_upstream(name):
     # level of the cascade's GN-bias steps (measured: 0.33% from upstream; moving the engine's
     # own input by 1e-6 moves them 0.5%); Mask R-CNN and PointRend agree within 0.05%.
     assert worst_delta < 1e-2, worst_delta
+
+
+def test_loss_check_and_missing_output_fail_with_one_line(tmp_path, capsys, fixtures_dir):
+    base = ["train", "--config", str(fixtures_dir / "mask_rcnn" / "config.yaml"),
+            "--device", "cpu"]
+    cases = [
+        (["--train", str(HERE / "batch" / "nuclei_1class.json")], "--output DIR"),
+        (["--train", str(tmp_path / "missing.json"), "--loss-check", str(tmp_path / "l.json")],
+         "training data not found"),
+        (["--train", str(HERE / "batch" / "nuclei_1class.json"), "--loss-check",
+          str(tmp_path / "l.json"), "--weights", str(tmp_path / "nope.pth")],
+         "starting weights not found"),
+    ]
+    for extra, needle in cases:
+        rc = cli_main(base + extra)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and needle in err, (extra, err)
+    assert not (tmp_path / "l.json").exists()
