@@ -210,13 +210,54 @@ def test_augment_identity_flip_and_exact_upscale(nuclei):
 
 
 def test_mask_resize_matches_pillow_nearest(nuclei):
+    """Pillow's NEAREST (upstream's rule for bitmasks) pixel for pixel, also at sizes where
+    the source coordinate is an exact integer (512 -> 614: column 153 reads 128), which
+    interpolate(mode="nearest-exact") rounds the other way (127)."""
     _, labels, masks = nuclei
     dense = torch.from_numpy(masks.to_dense()[:10])
-    out = resize_masks(dense, 301, 377)
-    for i in range(10):
-        ref = np.asarray(Image.fromarray(dense[i].numpy().astype(np.uint8) * 255)
-                         .resize((377, 301), Image.NEAREST)) > 0
-        assert np.array_equal(out[i].numpy(), ref)
+    for h, w in ((301, 377), (614, 614), (384, 469), (100, 1001)):
+        out = resize_masks(dense, h, w)
+        for i in range(10):
+            ref = np.asarray(Image.fromarray(dense[i].numpy().astype(np.uint8) * 255)
+                             .resize((w, h), Image.NEAREST)) > 0
+            assert np.array_equal(out[i].numpy(), ref), (h, w)
+    from cellseg.trainer.augment import pillow_nearest_index
+
+    ramp = torch.arange(512, dtype=torch.float32).view(1, 1, 1, 512)
+    exact = F.interpolate(ramp, size=(1, 614), mode="nearest-exact").flatten().long()
+    assert exact[153] == 127 and pillow_nearest_index(512, 614)[153] == 128
+
+
+def test_annotation_boxes_follow_resize_and_flip(nuclei):
+    """Upstream keeps the annotation's boxes through resize and flip (scaled, mirrored,
+    clipped); only a crop makes it recompute them from the masks."""
+    image, labels, _ = nuclei
+    from cellseg.core.io import to_model_input
+
+    im = to_model_input(image, "BGR")[:320]  # 320 x 512 -> 384 x 614: non-integer scales
+    sub = CroppedMasks.from_label_image(labels[:320])[0]
+    boxes = sub.tight_boxes().astype(np.float32)
+    boxes[0] = [-3.0, 0.5, 20.25, 11.0]  # a box reaching out of the image is clipped
+    rng = np.random.default_rng(0)
+    classes = np.zeros(len(sub), np.int64)
+    _x, t = augment(im, sub, classes, _settings(min_sizes=(384,)), rng, boxes=boxes)
+    sx, sy = 614 / 512, 384 / 320
+    expected = boxes.astype(np.float64) * [sx, sy, sx, sy]
+    expected[0, 0] = 0.0
+    assert np.allclose(t["boxes"].numpy(), expected.astype(np.float32), rtol=0, atol=1e-4)
+    assert not torch.equal(t["boxes"], boxes_from_masks(t["masks"]))  # not recomputed
+    while True:  # horizontal flip (probability 0.5)
+        xf, tf = augment(im, sub, classes, _settings(min_sizes=(384,), flip="horizontal"),
+                         rng, boxes=boxes)
+        if not torch.equal(xf, _x):
+            break
+    flipped = t["boxes"].clone()
+    flipped[:, [0, 2]] = 614 - t["boxes"][:, [2, 0]]
+    assert torch.allclose(tf["boxes"], flipped, atol=1e-4)
+    # with a crop, boxes are the tight boxes of the cropped masks
+    s = _settings(min_sizes=(384,), crop_type="relative", crop_size=(0.8, 0.8))
+    _, tc = augment(im, sub, classes, s, rng, boxes=boxes)
+    assert torch.equal(tc["boxes"], boxes_from_masks(tc["masks"]))
 
 
 def test_crop_and_range_sampling_keep_masks_consistent(nuclei):
@@ -285,6 +326,10 @@ def test_cell_default_schedule_and_param_groups(fixtures_dir):
     conv = model.roi_heads.box_predictor[0].cls_score
     assert by_param[id(conv.bias)]["lr"] == pytest.approx(2e-4)
     assert by_param[id(conv.weight)]["lr"] == pytest.approx(1e-4)
+    # upstream's "bias" override reaches normalisation biases too (lr x BIAS_LR_FACTOR; their
+    # weight decay stays WEIGHT_DECAY_NORM while WEIGHT_DECAY_BIAS is unset)
+    assert by_param[id(gn.bias)]["lr"] == pytest.approx(2e-4)
+    assert by_param[id(gn.bias)]["weight_decay"] == 0.5
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert set(by_param) == trainable
 

@@ -5,9 +5,11 @@
 uniform integer in the ``range``) and ``MAX_SIZE_TRAIN`` as cap, then ``RandomFlip``
 (``INPUT.RANDOM_FLIP``: horizontal / vertical / none, probability 0.5). Images are resized the
 way the engine resizes at test time (Pillow bilinear for uint8), masks with nearest neighbour
-at pixel centres (Pillow's NEAREST rule, which upstream uses for bitmasks). Boxes are recomputed
-from the transformed masks (upstream's ``recompute_boxes`` when cropping) and instances whose
-mask left the image are dropped.
+at pixel centres (Pillow's NEAREST rule, which upstream uses for bitmasks). Boxes are the
+annotation's boxes put through the same resize and flip and clipped to the image, as upstream's
+``transform_instance_annotations``; when cropping they are recomputed from the transformed masks
+(upstream's ``recompute_boxes``). Instances whose box or mask is empty afterwards are dropped
+(upstream's ``filter_empty_instances``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from cellseg.core.engine.preprocess import resize_image, shortest_edge_size
 from cellseg.core.errors import ConfigError
@@ -90,14 +91,31 @@ def dense_in_window(masks: CroppedMasks, y0: int, x0: int, h: int, w: int) -> to
     return out
 
 
+def pillow_nearest_index(size_in: int, size_out: int) -> torch.Tensor:
+    """Source index of each output pixel of Pillow's NEAREST resize along one axis.
+
+    Pillow walks the source coordinate ``(i + 0.5) * size_in / size_out`` by repeated float64
+    addition and truncates it; reproducing that sum (not the closed form) matters where the
+    exact value is an integer: e.g. 512 -> 614 px, column 153 reads source column 128 in
+    Pillow but 127 in ``interpolate(mode="nearest-exact")``.
+    """
+    step = size_in / size_out
+    walk = np.full(size_out, step)
+    walk[0] = step * 0.5
+    index = np.add.accumulate(walk).astype(np.int64)
+    return torch.from_numpy(np.minimum(index, size_in - 1))
+
+
 def resize_masks(masks: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
-    """Nearest-neighbour resize at pixel centres ('nearest-exact' = Pillow's NEAREST)."""
+    """Nearest-neighbour resize of (N, H, W) masks exactly as Pillow's NEAREST, the rule
+    upstream applies to bitmask annotations."""
     if masks.shape[-2:] == (new_h, new_w):
         return masks
     if masks.shape[0] == 0:
         return masks.new_zeros((0, new_h, new_w))
-    out = F.interpolate(masks[None].to(torch.uint8), size=(new_h, new_w), mode="nearest-exact")
-    return out[0].bool()
+    ys = pillow_nearest_index(masks.shape[1], new_h)
+    xs = pillow_nearest_index(masks.shape[2], new_w)
+    return masks.index_select(1, ys).index_select(2, xs)
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -116,14 +134,42 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def transform_boxes(boxes: np.ndarray, size: tuple[int, int], new_size: tuple[int, int],
+                    flip: str | None) -> torch.Tensor:
+    """Annotation boxes through a resize and an optional flip, clipped to the new image.
+
+    Args:
+        boxes: (N, 4) XYXY boxes in the ``size`` = (H, W) frame.
+        new_size: (H', W') after the resize.
+        flip: ``"horizontal"``, ``"vertical"`` or None.
+
+    Returns:
+        (N, 4) float32 boxes; computed in float64 as upstream's ``Transform.apply_box``.
+    """
+    (h, w), (new_h, new_w) = size, new_size
+    b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    b[:, 0::2] *= new_w * 1.0 / w
+    b[:, 1::2] *= new_h * 1.0 / h
+    if flip == "horizontal":
+        b[:, [0, 2]] = new_w - b[:, [2, 0]]
+    elif flip == "vertical":
+        b[:, [1, 3]] = new_h - b[:, [3, 1]]
+    b = np.minimum(b.clip(min=0), [new_w, new_h, new_w, new_h])
+    return torch.from_numpy(b.astype(np.float32))
+
+
 def augment(image: np.ndarray, masks: CroppedMasks, classes: np.ndarray,
-            settings: AugmentSettings, rng: np.random.Generator
-            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            settings: AugmentSettings, rng: np.random.Generator,
+            boxes: np.ndarray | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training sample: (H, W, C) uint8 image + its instances -> model input and target.
+
+    Args:
+        boxes: (N, 4) XYXY annotation boxes; None (or a crop) recomputes them from the masks.
 
     Returns a (C, H', W') uint8 tensor and ``{"boxes", "classes", "masks"}`` in that frame.
     """
     h, w = image.shape[:2]
+    size = (h, w)
     y0 = x0 = 0
     if settings.crop_type is not None:
         ch, cw = crop_size(h, w, settings.crop_type, settings.crop_size, rng)
@@ -131,18 +177,25 @@ def augment(image: np.ndarray, masks: CroppedMasks, classes: np.ndarray,
         x0 = int(rng.integers(w - cw + 1))
         image = image[y0:y0 + ch, x0:x0 + cw]
         h, w = ch, cw
+        boxes = None  # upstream recomputes boxes from the masks when cropping
     dense = dense_in_window(masks, y0, x0, h, w)
     short = sample_short_edge(settings, rng)
     if short > 0:
         new_h, new_w = shortest_edge_size(h, w, short, settings.max_size)
         image = resize_image(np.ascontiguousarray(image), new_h, new_w)
         dense = resize_masks(dense, new_h, new_w)
+    flip = None
     if settings.flip != "none" and rng.random() < 0.5:
-        axis = 1 if settings.flip == "horizontal" else 0
+        flip = settings.flip
+        axis = 1 if flip == "horizontal" else 0
         image = np.flip(image, axis=axis)
         dense = dense.flip(2 if axis == 1 else 1)
-    boxes = boxes_from_masks(dense)
-    keep = (boxes[:, 2] > boxes[:, 0] + 1e-5) & (boxes[:, 3] > boxes[:, 1] + 1e-5)
+    if boxes is None:
+        boxes = boxes_from_masks(dense)
+    else:
+        boxes = transform_boxes(boxes, size, image.shape[:2], flip)
+    keep = ((boxes[:, 2] - boxes[:, 0] > 1e-5) & (boxes[:, 3] - boxes[:, 1] > 1e-5)
+            & dense.flatten(1).any(1))
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     return tensor, {"boxes": boxes[keep], "classes": torch.as_tensor(classes, dtype=torch.int64)[keep],
                     "masks": dense[keep]}

@@ -25,6 +25,18 @@ all processes, as in Detectron2; each process reads its own shard of the data.
 
 Stop: create the file STOP in the run folder (or send SIGTERM/Ctrl+C): a checkpoint is written
 at the end of the iteration; continue later with --resume.
+
+Loss check: --loss-check OUT.json trains nothing. It builds the model (config, --weights,
+--set, --defaults as for training) and computes the loss dict on the first SOLVER.IMS_PER_BATCH
+images of --train in file order, with every random choice taken out: shortest edge resized to
+the first INPUT.MIN_SIZE_TRAIN (max INPUT.MAX_SIZE_TRAIN), no crop or flip;
+MODEL.RPN.BATCH_SIZE_PER_IMAGE = the number of anchors, MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE =
+RPN.POST_NMS_TOPK_TRAIN + the most instances of an image, both POSITIVE_FRACTION 1.0 (every
+anchor and proposal is a sample); PointRend's random points drawn from
+torch.Generator().manual_seed(0), the same for every ROI. OUT.json gets {"losses": {name:
+value}, "image_ids": [...], "sampling": {the settings used}, ...}: run upstream Detectron2 with
+the same settings to hold this trainer against your own build
+(tests/fixtures/training/make_reference.py does exactly that).
 """
 
 
@@ -36,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "differs. Without it: train from scratch")
     parser.add_argument("--train", required=True, metavar="DATA", help="training data")
     parser.add_argument("--val", metavar="DATA", help="validation data (COCO AP)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    parser.add_argument("--output", metavar="DIR", help="run folder (required unless "
+                                                        "--loss-check)")
+    parser.add_argument("--loss-check", metavar="OUT.json",
+                        help="train nothing: write the loss dict of the first batch of --train "
+                             "(file order, fixed resize, no augmentation, deterministic "
+                             "sampling; see below) to OUT.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's last checkpoint (model, optimizer, "
                              "scheduler, iteration)")
@@ -91,11 +108,17 @@ def resolve_processes(args) -> tuple[str, int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cellseg.core.errors import CellsegError
+
     from .distributed import launch
     from .loop import set_threads, train_worker
     from .setup import prepare_run
 
     device, procs, backend = resolve_processes(args)
+    if args.loss_check:
+        return loss_check(args, device)
+    if not args.output:
+        raise CellsegError("--output DIR (the run folder) is required")
     world = procs * args.num_machines
     prepared = prepare_run(
         args.config, args.train, args.output, val=args.val, weights=args.weights,
@@ -114,4 +137,34 @@ def run(args: argparse.Namespace) -> int:
     launch(train_worker, (prepared.cfg, prepared.spec), num_processes=procs,
            num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, backend=backend)
+    return 0
+
+
+def loss_check(args: argparse.Namespace, device: str) -> int:
+    """``--loss-check``: the losses of the first batch, written as JSON (see DESCRIPTION)."""
+    import tempfile
+
+    from cellseg.core.errors import ConfigError
+
+    from .data import load_source
+    from .loss_check import run_loss_check
+    from .setup import build_config, fit_classes_to_data
+
+    if not args.config:
+        raise ConfigError("--loss-check needs --config")
+    overrides = [tuple(o) for o in args.overrides]
+    cfg = build_config(args.config, overrides, args.defaults)
+    messages: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cellseg-loss-check-") as work:
+        source = load_source(args.train, work, "train", args.image_root)
+        fit_classes_to_data(cfg, source, overrides, messages)
+        cfg.MODEL.DEVICE = device
+        cfg.freeze()
+        result = run_loss_check(cfg, source, args.weights, args.loss_check, device)
+    for line in messages + [f"starting weights: {w}" for w in result["weights"]]:
+        print(line, flush=True)
+    print(f"losses of images {result['image_ids']} (sizes {result['image_sizes']}):", flush=True)
+    for name, value in result["losses"].items():
+        print(f"  {name:<24} {value:.8g}", flush=True)
+    print(f"written to {Path(args.loss_check).resolve()}", flush=True)
     return 0

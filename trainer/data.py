@@ -150,7 +150,8 @@ class TrainLoader:
             inst: Instances = self.source.dataset.instances[image_id]
             image = self.cache(image_id)
             tensor, target = augment(image, inst.masks if inst.masks is not None else
-                                     _no_masks(inst), inst.classes, self.settings, self._rng)
+                                     _no_masks(inst), inst.classes, self.settings, self._rng,
+                                     boxes=inst.boxes)
             images.append(tensor)
             targets.append(target)
         return images, targets

@@ -160,6 +160,27 @@ def _log(rank: int, text: str) -> None:
         print(text, flush=True)
 
 
+def optimizer_step(losses: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler,
+                   scaler: torch.amp.GradScaler, clip, params: list[nn.Parameter]) -> None:
+    """One update from the summed loss, in Detectron2's SimpleTrainer / AMPTrainer order:
+    zero the gradients, backward (scaled under mixed precision; DDP averages the gradients
+    over the ranks here), clip the unscaled gradients, SGD step, then the LR schedule's step.
+
+    Args:
+        losses: scalar, the sum of the loss dict.
+        clip: :func:`~cellseg.trainer.solver.gradient_clipper`'s result or None.
+        params: the trainable parameters (what ``clip`` clips).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses).backward()
+    if clip is not None:
+        scaler.unscale_(optimizer)
+        clip(params)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> RunResult:
     """Train on this rank (``torch.distributed`` already initialised when ``world > 1``)."""
     from cellseg.core.engine.meta_arch import build_model
@@ -258,14 +279,7 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
                     "diverged; lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
                     "SOLVER.CLIP_GRADIENTS, then start again (or --resume from the last good "
                     "checkpoint)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses).backward()
-            if clip is not None:
-                scaler.unscale_(optimizer)
-                clip(params)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(losses, optimizer, scheduler, scaler, clip, params)
             iter_time = time.perf_counter() - t0
             values["total_loss"] = sum(v for k, v in values.items())
             for k, v in values.items():
@@ -350,4 +364,5 @@ def set_threads(num_local_processes: int) -> None:
     torch.set_num_threads(max(1, cores // max(1, num_local_processes)))
 
 
-__all__ = ["RunSpec", "RunResult", "TrainingError", "train_worker", "STOP_FILE", "METRICS_FILE"]
+__all__ = ["RunSpec", "RunResult", "TrainingError", "train_worker", "optimizer_step", "STOP_FILE",
+           "METRICS_FILE"]

@@ -19,6 +19,8 @@ images of the batch and cascade stages.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.nn import functional as F
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
@@ -228,25 +230,62 @@ def sample_mask_points(gt_masks: torch.Tensor, gt_index: torch.Tensor,
     return out
 
 
+PointDraws = Callable[[int, int, torch.device], torch.Tensor]
+
+
+def uniform_point_draws(num_rois: int, num_points: int, device: torch.device) -> torch.Tensor:
+    """PointRend's own draws: independent uniform points per ROI, (R, P, 2) in [0, 1)."""
+    return torch.rand(num_rois, num_points, 2, device=device)
+
+
+class FixedPointDraws:
+    """Reproducible point draws for parity checks: the k-th call returns the k-th block of
+    ``torch.rand(P, 2)`` from a generator seeded with ``seed``, the same block for every ROI.
+
+    Sharing the points between ROIs makes them independent of the ROIs' order, which
+    upstream's random foreground sampling permutes, so an engine and Detectron2 given the same
+    draws sample exactly the same points on the same boxes.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, num_rois: int, num_points: int, device: torch.device) -> torch.Tensor:
+        block = torch.rand(num_points, 2, generator=self.generator)
+        return block.to(device).expand(num_rois, -1, -1).contiguous()
+
+
 def uncertain_points_with_randomness(coarse: torch.Tensor, classes: torch.Tensor,
                                      num_points: int, oversample_ratio: float,
-                                     importance_sample_ratio: float) -> torch.Tensor:
+                                     importance_sample_ratio: float,
+                                     draws: PointDraws | None = None) -> torch.Tensor:
     """PointRend's training points in [0, 1]^2 box coordinates, (R, num_points, 2): draw
     ``num_points * oversample_ratio`` random points, keep the
     ``importance_sample_ratio * num_points`` most uncertain of them (coarse logit nearest 0),
-    fill up with fresh uniform points."""
+    fill up with fresh uniform points.
+
+    Args:
+        coarse: (R, C, S, S) coarse mask logits.
+        classes: (R,) class of each ROI (the channel whose uncertainty counts).
+        draws: source of the uniform draws, called as (R, n, device) -> (R, n, 2); the
+            default is ``torch.rand`` (upstream's ``get_uncertain_point_coords_with_randomness``).
+
+    Returns:
+        (R, num_points, 2) points, the most uncertain first.
+    """
     from cellseg.core.engine.roi_heads.pointrend import point_sample, point_uncertainty
 
+    draws = draws or uniform_point_draws
     r = coarse.shape[0]
     num_sampled = int(num_points * oversample_ratio)
-    coords = torch.rand(r, num_sampled, 2, device=coarse.device)
+    coords = draws(r, num_sampled, coarse.device)
     uncertainty = point_uncertainty(point_sample(coarse, coords), classes)  # (R, 1, S)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     idx = torch.topk(uncertainty[:, 0, :], k=num_uncertain, dim=1)[1]
     coords = torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2))
     if num_random > 0:
-        coords = torch.cat([coords, torch.rand(r, num_random, 2, device=coarse.device)], dim=1)
+        coords = torch.cat([coords, draws(r, num_random, coarse.device)], dim=1)
     return coords
 
 
@@ -265,7 +304,8 @@ def _pointrend_mask_losses(head, features: dict, fg: list[dict], targets: list[d
     with torch.no_grad():
         coords = uncertain_points_with_randomness(coarse, classes, head.train_num_points,
                                                   head.oversample_ratio,
-                                                  head.importance_sample_ratio)
+                                                  head.importance_sample_ratio,
+                                                  getattr(head, "point_draws", None))
         in_image = coords_in_image(torch.cat(boxes), coords)
         counts = [len(b) for b in boxes]
         point_labels = torch.cat([

@@ -59,6 +59,26 @@ def build_config(config: str | Path, overrides: list[tuple[str, str]] = (),
     return cfg
 
 
+def fit_classes_to_data(cfg, train: DataSource, overrides: list[tuple[str, str]],
+                        messages: list[str]) -> None:
+    """Set ``MODEL.ROI_HEADS.NUM_CLASSES`` (and PointRend's ``POINT_HEAD.NUM_CLASSES``) to the
+    data's category count; an explicit ``--set`` that disagrees is an error."""
+    k = len(train.class_names)
+    if k == 0:
+        raise DataError(f"{train.spec}: no categories")
+    set_keys = {key for key, _ in overrides}
+    r = cfg.MODEL.ROI_HEADS
+    if r.NUM_CLASSES != k:
+        if "MODEL.ROI_HEADS.NUM_CLASSES" in set_keys:
+            raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES was set to {r.NUM_CLASSES} but the "
+                              f"training data has {k} categories ({train.class_names})")
+        messages.append(f"MODEL.ROI_HEADS.NUM_CLASSES: {r.NUM_CLASSES} in the config, {k} in "
+                        f"the data ({', '.join(train.class_names)}): using {k}")
+        r.NUM_CLASSES = k
+    if cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead":
+        cfg.MODEL.POINT_HEAD.NUM_CLASSES = k
+
+
 def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
                 val: str | None = None, weights: str | None = None, resume: bool = False,
                 overrides: list[tuple[str, str]] = (), defaults: str = "cells",
@@ -83,20 +103,7 @@ def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
     val_src = load_source(val, data_dir, "val", image_root) if val else None
     if val_src is not None:
         check_same_classes(train_src, val_src)
-    k = len(train_src.class_names)
-    if k == 0:
-        raise DataError(f"{train}: no categories")
-    set_keys = {key for key, _ in overrides}
-    r = cfg.MODEL.ROI_HEADS
-    if r.NUM_CLASSES != k:
-        if "MODEL.ROI_HEADS.NUM_CLASSES" in set_keys:
-            raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES was set to {r.NUM_CLASSES} but the "
-                              f"training data has {k} categories ({train_src.class_names})")
-        messages.append(f"MODEL.ROI_HEADS.NUM_CLASSES: {r.NUM_CLASSES} in the config, {k} in "
-                        f"the data ({', '.join(train_src.class_names)}): using {k}")
-        r.NUM_CLASSES = k
-    if cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead":
-        cfg.MODEL.POINT_HEAD.NUM_CLASSES = k
+    fit_classes_to_data(cfg, train_src, overrides, messages)
     s = cfg.SOLVER
     if s.IMS_PER_BATCH % world_size or s.IMS_PER_BATCH < world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH ({s.IMS_PER_BATCH}) is the total batch over all "

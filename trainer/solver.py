@@ -1,7 +1,8 @@
 """Optimizer, learning-rate schedule and gradient clipping as Detectron2's ``solver`` builds them.
 
 * SGD with ``MOMENTUM``, ``NESTEROV`` and ``WEIGHT_DECAY``; normalisation parameters get
-  ``WEIGHT_DECAY_NORM``, biases ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS`` (when set).
+  ``WEIGHT_DECAY_NORM``, all biases (normalisation biases too, as upstream) ``BASE_LR *
+  BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS`` (when set).
 * ``WarmupMultiStepLR`` (multiply by ``GAMMA`` at each of ``STEPS``) or ``WarmupCosineLR``
   (cosine from ``BASE_LR`` to ``BASE_LR_END`` over ``MAX_ITER``), both with a warm-up of
   ``WARMUP_ITERS`` from ``WARMUP_FACTOR`` (``WARMUP_METHOD`` linear or constant). Steps beyond
@@ -26,10 +27,14 @@ _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
 
 
 def param_groups(model: nn.Module, cfg) -> list[dict]:
+    """One group per trainable parameter, as upstream's ``get_default_optimizer_params``:
+    parameters of normalisation layers get ``WEIGHT_DECAY_NORM``; then every parameter named
+    ``bias`` -- normalisation biases included, as upstream's name-keyed override does -- gets
+    ``BASE_LR * BIAS_LR_FACTOR`` and, when set, ``WEIGHT_DECAY_BIAS``."""
     s = cfg.SOLVER
     base_lr, wd = float(s.BASE_LR), float(s.WEIGHT_DECAY)
     wd_norm = float(s.WEIGHT_DECAY_NORM)
-    wd_bias = wd if s.WEIGHT_DECAY_BIAS is None else float(s.WEIGHT_DECAY_BIAS)
+    wd_bias = None if s.WEIGHT_DECAY_BIAS is None else float(s.WEIGHT_DECAY_BIAS)
     bias_lr = base_lr * float(s.BIAS_LR_FACTOR)
     groups, seen = [], set()
     for module in model.modules():
@@ -41,8 +46,10 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
             lr, decay = base_lr, wd
             if is_norm:
                 decay = wd_norm
-            elif name == "bias":
-                lr, decay = bias_lr, wd_bias
+            if name == "bias":
+                lr = bias_lr
+                if wd_bias is not None:
+                    decay = wd_bias
             groups.append({"params": [p], "lr": lr, "weight_decay": decay})
     return _merge_groups(groups)
 

@@ -202,6 +202,10 @@ class PointRendMaskHead(nn.Module):
         self.train_num_points = train_num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        # where the training points' uniform draws come from: None = torch.rand; a callable
+        # (num_rois, num_points, device) -> (num_rois, num_points, 2) makes them injectable
+        # (the trainer's --loss-check and the parity tests use fixed draws)
+        self.point_draws = None
 
     def roi_features(self, features: dict, boxes: list[torch.Tensor]) -> torch.Tensor:
         """Box features on a regular roi_size grid by point sampling (all levels concatenated)."""
