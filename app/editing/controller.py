@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
+from cellseg.core.project.classes import check_class_index
 from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
 from cellseg.core.project.store import ProjectStore
 
@@ -130,6 +131,8 @@ class EditingController(QObject):
         self.store = store
         self.image_id = None
         self.stored = False
+        if store is not None and self.current_class >= max(1, len(store.categories())):
+            self.current_class = 0  # the drawing class of another project's class set
         self.undo_stack.clear()
         self.project_changed.emit(store)
 
@@ -373,7 +376,23 @@ class EditingController(QObject):
     def delete_selected(self) -> bool:
         return bool(self.selected) and self.run(lambda a: E.delete(a, self.selected))
 
+    def class_names(self) -> list[str]:
+        """The classes an instance may have: the project's categories, else the model's."""
+        if self.store is not None:
+            return [cat.name for cat in self.store.categories()]
+        return list(getattr(self.window, "class_names", []))
+
     def set_class_selected(self, class_id: int) -> bool:
+        """Give the selection (and new drawings) class ``class_id``; a class the project (or
+        model) does not define is refused with a message, so the project stays exportable."""
+        names = self.class_names()
+        if names:
+            try:
+                check_class_index(names, class_id,
+                                  "this project" if self.store is not None else "the model")
+            except CellsegError as exc:
+                self.window.statusBar().showMessage(str(exc), 8000)
+                return False
         self.current_class = int(class_id)
         return bool(self.selected) and self.run(lambda a: E.set_class(a, self.selected, class_id))
 

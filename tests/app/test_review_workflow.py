@@ -1,0 +1,64 @@
+"""Issue 18, the review workflow as a biologist lives it: each numbered item through the real
+window (keys, menus, the project file), one test per item."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from cellseg.core.project.edits import Origin
+from cellseg.core.project.exchange import create_project, export_coco
+from cellseg.core.project.store import Category, ProjectStore
+
+from test_editing_tools import centre, click, key  # noqa: F401
+
+
+def _project(tmp_path, nuclei_dir, nuclei_instances, categories) -> "Path":
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "img2d.tif").write_bytes((nuclei_dir / "img2d.tif").read_bytes())
+    path = tmp_path / "nuclei.cellseg"
+    create_project(images, path)
+    inst = nuclei_instances.replace(classes=np.zeros(len(nuclei_instances), np.int64))
+    with ProjectStore.open(path) as store:
+        store.set_categories(categories)
+        store.add_instances(store.image_by_name("img2d.tif").id, inst, Origin.MODEL)
+    return path
+
+
+@pytest.fixture
+def one_class_project(tmp_path, nuclei_dir, nuclei_instances):
+    return _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+
+
+def _open(qtbot, window, path, n=125):
+    from cellseg.app.editing import install_editing
+
+    c = install_editing(window)
+    assert c.open_project(path)
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored and len(c.ann) == n, timeout=10000)
+    window.activateWindow()
+    window.canvas.setFocus()
+    return c
+
+
+def test_item2_class_keys_beyond_the_projects_categories_are_refused(qtbot, window,
+                                                                     one_class_project, tmp_path):
+    # issue 18.2: pressing 2 or 3 in a one-class project was accepted and export then failed
+    # ("has class 3 but only 1 categories"); fails without the check in set_class_selected
+    c = _open(qtbot, window, one_class_project)
+    uid = int(c.ann.uids[40])
+    click(qtbot, window.canvas, *centre(c, uid))
+    assert c.selected == {uid}
+    for k in (Qt.Key.Key_2, Qt.Key.Key_3):
+        key(qtbot, window, k)
+        assert c.ann.state(uid).class_id == 0
+        assert "class" in window.statusBar().currentMessage()
+        assert "1 class (1 nucleus)" in window.statusBar().currentMessage()
+    assert window.undo_stack.count() == 0 and c.current_class == 0
+    window.statusBar().clearMessage()
+    key(qtbot, window, Qt.Key.Key_1)  # the one class there is: no complaint
+    assert "does not exist" not in window.statusBar().currentMessage()
+    with ProjectStore.open(one_class_project, read_only=True) as store:
+        ds = export_coco(store, tmp_path / "out.json")
+    assert [cat.name for cat in ds.categories] == ["nucleus"]
