@@ -27,6 +27,7 @@ from .icons import icon
 from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
 from .settings import MODEL_KEYS, AppSettings
 from .sources import ImageSource, open_source
+from .wheel_guard import guard_wheel
 from .workers import InferenceService, ModelInfo, RawKey
 from . import file_dialogs
 
@@ -134,6 +135,7 @@ class MainWindow(QMainWindow):
             box_layout.addWidget(panel)
             side_layout.addWidget(box)
         side_layout.addStretch(1)
+        self._wheel_guard = guard_wheel(side)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(side)

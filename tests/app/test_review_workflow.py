@@ -62,3 +62,38 @@ def test_item2_class_keys_beyond_the_projects_categories_are_refused(qtbot, wind
     with ProjectStore.open(one_class_project, read_only=True) as store:
         ds = export_coco(store, tmp_path / "out.json")
     assert [cat.name for cat in ds.categories] == ["nucleus"]
+
+
+def _wheel(widget, steps=-3):
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * steps), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_item12_wheel_over_the_controls_scrolls_instead_of_changing_them(qtbot, window):
+    # issue 18.12: the wheel over the Controls panel moved the score slider while scrolling
+    # (0.50 -> 0.41); fails without guard_wheel in the window
+    window.resize(1200, 420)  # the Controls panel needs its scroll bar
+    qtbot.wait(50)
+    post = window.post_panel
+    scroll = window.docks["controls"].widget()
+    bar = scroll.verticalScrollBar()
+    assert bar.maximum() > 0
+    for control in (post.score, post.max_det, post.model, post.sigma):
+        bar.setValue(0)
+        before = control.value() if hasattr(control, "value") else control.currentIndex()
+        _wheel(control)
+        after = control.value() if hasattr(control, "value") else control.currentIndex()
+        assert after == before, control
+        assert bar.value() > 0, control  # the panel scrolled instead
+    assert post.score_threshold() == 0.5
+    post.score.setFocus()  # a control the user clicked or tabbed into takes the wheel
+    qtbot.waitUntil(post.score.hasFocus)
+    _wheel(post.score)
+    assert post.score_threshold() != 0.5
