@@ -97,3 +97,26 @@ def test_item12_wheel_over_the_controls_scrolls_instead_of_changing_them(qtbot, 
     qtbot.waitUntil(post.score.hasFocus)
     _wheel(post.score)
     assert post.score_threshold() != 0.5
+
+
+def test_item13_an_empty_instance_is_not_exported(qtbot, window, tmp_path, nuclei_dir,
+                                                   nuclei_instances):
+    # issue 18.13: a model's empty mask (box [0,0,0,0], area 0) was exported; fails without the
+    # area filter in ProjectStore.exportable
+    import json
+
+    from cellseg.core.structures import CroppedMasks, Instances
+
+    path = _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+    h, w = nuclei_instances.image_size
+    empty = Instances((h, w), np.zeros((1, 4), np.float32), np.array([0.9], np.float32),
+                      np.zeros(1, np.int64),
+                      CroppedMasks.from_crops((h, w), [(0, 0, 0, 0)], [np.zeros((0, 0), bool)]))
+    with ProjectStore.open(path) as store:
+        store.add_instances(store.image_by_name("img2d.tif").id, empty, Origin.MODEL)
+    c = _open(qtbot, window, path, n=126)
+    out = tmp_path / "exported.json"
+    assert c.export(out)  # what Project > Export COCO JSON runs
+    anns = json.loads(out.read_text())["annotations"]
+    assert len(anns) == 125
+    assert all(a["area"] > 0 and a["bbox"][2] > 0 for a in anns)
