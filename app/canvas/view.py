@@ -137,8 +137,8 @@ class ImageCanvas(QGraphicsView):
 
     def fit_to_window(self) -> None:
         rect = self.scene().sceneRect()
-        if rect.isEmpty():
-            return
+        if rect.isEmpty() or self.image is None:
+            return  # (the layers' empty rects would give a meaningless zoom like 742%)
         self._fit_on_resize = True
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         self.zoom_changed.emit(self.zoom)

@@ -120,3 +120,15 @@ def test_item13_an_empty_instance_is_not_exported(qtbot, window, tmp_path, nucle
     anns = json.loads(out.read_text())["annotations"]
     assert len(anns) == 125
     assert all(a["area"] > 0 and a["bbox"][2] > 0 for a in anns)
+
+
+def test_item13_zoom_reads_nothing_before_an_image(qtbot, window, nuclei_dir):
+    # issue 18.13: the status bar read "742%" before any image; fails without the image check
+    # in ImageCanvas.fit_to_window
+    for size in ((900, 700), (1300, 850)):
+        window.resize(*size)
+        qtbot.wait(20)
+        window.actions["fit"].trigger()
+        assert window.zoom_label.text() == ""
+    assert window.open_path(nuclei_dir / "img2d.tif")
+    qtbot.waitUntil(lambda: window.zoom_label.text().endswith("%"), timeout=10000)
