@@ -132,3 +132,29 @@ def test_item13_zoom_reads_nothing_before_an_image(qtbot, window, nuclei_dir):
         assert window.zoom_label.text() == ""
     assert window.open_path(nuclei_dir / "img2d.tif")
     qtbot.waitUntil(lambda: window.zoom_label.text().endswith("%"), timeout=10000)
+
+
+def _bright_pixels(widget) -> int:
+    from PySide6.QtGui import QImage
+
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    arr = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), -1)[:, :image.width() * 4]
+    return int((arr.reshape(image.height(), image.width(), 4)[..., :3].min(axis=2) > 120).sum())
+
+
+def test_item13_empty_canvas_says_drop_images_here(qtbot, window, nuclei_dir):
+    # issue 18.13: no "drop images here" hint on the empty canvas; fails without
+    # ImageCanvas.drawForeground (the empty canvas is uniformly dark)
+    from cellseg.app.canvas.view import EMPTY_HINT
+
+    assert "Drop images" in EMPTY_HINT
+    qtbot.wait(50)
+    assert _bright_pixels(window.canvas.viewport()) > 200  # the hint's text
+    assert window.open_path(nuclei_dir / "img2d.tif")
+    qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
+    window.display_panel.show_overlay.setChecked(False)
+    qtbot.wait(50)
+    # with an image the hint is gone: hiding the image layer leaves the dark background only
+    window.canvas.image_layer.setVisible(False)
+    qtbot.wait(50)
+    assert _bright_pixels(window.canvas.viewport()) == 0
