@@ -243,7 +243,9 @@ class MainWindow(QMainWindow):
         self.train_menu.addAction(a["train"])
 
         help_menu = bar.addMenu("&Help")
+        a["shortcuts"] = self._action("&Keyboard shortcuts", self._shortcuts, "F1")
         a["about"] = self._action("&About cellseg-gui", self._about, None, "help")
+        help_menu.addAction(a["shortcuts"])
         help_menu.addAction(a["about"])
         self._rebuild_recent()
 
@@ -623,11 +625,20 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, "Fine-tune", "Fine-tuning is started from the training "
                                 "dialog (cellseg train on the command line meanwhile).")
 
+    def _shortcuts(self) -> None:
+        from .help import ShortcutsDialog
+
+        self.shortcuts_dialog = ShortcutsDialog(self)
+        self.shortcuts_dialog.show()
+
     def _about(self) -> None:
+        from .help import app_version
+
         QMessageBox.about(self, "About cellseg-gui",
-                          "cellseg-gui: review and correct instance segmentations of microscopy "
-                          "images with Detectron2-compatible Cascade Mask R-CNN and PointRend "
-                          "models.")
+                          f"cellseg-gui {app_version()}: review and correct instance "
+                          "segmentations of microscopy images with Detectron2-compatible Cascade "
+                          "Mask R-CNN and PointRend models.\n\nHelp > Keyboard shortcuts (F1) "
+                          "lists every key.")
 
     # ================================================================== shutdown
     def closeEvent(self, event) -> None:

@@ -158,3 +158,38 @@ def test_item13_empty_canvas_says_drop_images_here(qtbot, window, nuclei_dir):
     window.canvas.image_layer.setVisible(False)
     qtbot.wait(50)
     assert _bright_pixels(window.canvas.viewport()) == 0
+
+
+def test_item13_help_lists_the_shortcuts_and_the_version(qtbot, window):
+    # issue 18.13: Help had only About (no version, no shortcut list); fails without
+    # Help > Keyboard shortcuts
+    from importlib import metadata
+
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from cellseg.app.editing import install_editing
+
+    install_editing(window)
+    window.actions["shortcuts"].trigger()
+    dialog = window.shortcuts_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    rows = dict((text, keys) for keys, text in dialog.rows())
+    assert rows["Next instance (Tab)"] == "Tab"
+    assert rows["Undo"] == "Ctrl+Z"
+    assert rows["Show overlay"] == "O"
+    assert rows["Brush (B)"] == "B" and rows["Mark reviewed"] == "Ctrl+R"
+    dialog.close()
+
+    shown = []
+
+    def read_about():
+        box = next(w for w in QApplication.topLevelWidgets()
+                   if isinstance(w, QMessageBox) and w.isVisible())
+        shown.append(box.text())
+        box.accept()
+
+    from PySide6.QtCore import QTimer
+
+    QTimer.singleShot(100, read_about)
+    window.actions["about"].trigger()
+    assert metadata.version("cellseg-gui") in shown[0]
