@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
 from cellseg.core.project.classes import check_class_index
+from cellseg.core.project.status import cells, image_statuses
 from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
 from cellseg.core.project.store import ProjectStore
 
@@ -47,6 +48,10 @@ class EditingController(QObject):
         self._rows = np.zeros(0, np.int64)  # ann rows shown on the canvas, in canvas order
         self._busy = False
         self._last_shown = None  # the Instances last handed to the window
+        # without a project: uids the image started with, and deletions on earlier visits
+        self._initial_uids: set[int] = set()
+        self._deleted_before: dict[int, int] = {}
+        self._shown_index = -1
         window.image_shown.connect(self._image_shown)
         window.instances_changed.connect(self._instances_changed)
 
@@ -61,8 +66,41 @@ class EditingController(QObject):
         self._set_store(store)
         if not self.window.open_path(store.images_dir):
             return False
+        self.sync_list()
         self._warn_read_only()
         return True
+
+    def _entry_name(self, path) -> str:
+        return Path(os.path.relpath(Path(path).resolve(), self.store.images_dir)).as_posix()
+
+    def sync_list(self) -> None:
+        """Every image's status and cell count in the image list, from the project."""
+        if self.store is None or self.window.source is None:
+            return
+        statuses = image_statuses(self.store)
+        for i, entry in enumerate(self.window.source.entries):
+            st = statuses.get(self._entry_name(entry.path))
+            if st is not None and st.status != "not run":
+                self._set_list_status(i, st.status, st.cells)
+
+    def _set_list_status(self, index: int, status: str, count: int | None) -> None:
+        reviewed = getattr(self.window, "_reviewed", None)
+        if reviewed is not None:  # the window's own record of reviewed images agrees
+            (reviewed.add if status == "reviewed" else reviewed.discard)(index)
+        self.window.image_list.set_status(index, status, count)
+
+    def _update_list_entry(self) -> None:
+        """The current image's status and cell count after an edit (one source: the project,
+        or without one the editing model), so the Cells column never goes stale."""
+        i = self.window.index
+        if self.ann is None or i < 0:
+            return
+        if self.store is not None and self.image_id is not None and self.stored:
+            st = next(iter(image_statuses(self.store, self.image_id).values()))
+            self._set_list_status(i, st.status, st.cells)
+        elif i in getattr(self.window, "_edited", {}) or self.ann.reviewed:
+            self._set_list_status(i, "reviewed" if self.ann.reviewed else "edited",
+                                  cells(self.ann))
 
     def _warn_read_only(self) -> None:
         if self.store is not None and self.store.read_only is not None:
@@ -139,6 +177,9 @@ class EditingController(QObject):
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:
         self._warn_read_only()  # (the window cleared the banner for the new image)
+        if self.ann is not None and self.store is None and self._shown_index >= 0:
+            self._deleted_before[self._shown_index] = self._deleted_here()
+        self._shown_index = index
         self.selected.clear()
         self._last_shown = None
         self.ann = None
@@ -193,6 +234,8 @@ class EditingController(QObject):
             source = self._uid_source()
             uids = None if source is None else [source() for _ in range(len(instances))]
             self.ann = ImageAnnotations.from_instances(instances, uids=uids, uid_source=source)
+        self._initial_uids = set(self.ann.uids.tolist())
+        self.ann.reviewed = self.window.index in getattr(self.window, "_reviewed", set())
         self.selected.clear()
         self._rows = np.arange(len(self.ann))
         self._apply_filter_view()
@@ -275,6 +318,8 @@ class EditingController(QObject):
             self.window.set_current_instances(self._last_shown, edited=edited)
         finally:
             self._busy = False
+        if edited:
+            self._update_list_entry()
         self._apply_filter_view()
         self.changed.emit()
 
@@ -284,6 +329,11 @@ class EditingController(QObject):
         if len(self._rows) != len(self.ann):
             self.canvas.set_instances(self.ann.to_instances()[self._rows])
         self.canvas.overlay.set_selected(self.selected_positions())
+
+    def _deleted_here(self) -> int:
+        """Deletions on the current image without a project (this visit and earlier ones)."""
+        gone = len(self._initial_uids - set(self.ann.uids.tolist())) if self.ann is not None else 0
+        return self._deleted_before.get(self.window.index, 0) + gone
 
     def visible(self) -> np.ndarray:
         if self.ann is None:
@@ -444,8 +494,9 @@ class EditingController(QObject):
         if self.ann is None:
             return {}
         c = dict(self.ann.counts())
-        c["deleted"] = (self.store.counts(self.image_id).deleted
-                        if self.store is not None and self.image_id is not None and self.stored
-                        else 0)
+        if self.store is not None and self.image_id is not None and self.stored:
+            c["deleted"] = self.store.counts(self.image_id).deleted
+        else:
+            c["deleted"] = self._deleted_here() if self.store is None else 0
         c["shown"] = int(self.visible().sum())
         return c

@@ -193,3 +193,47 @@ def test_item13_help_lists_the_shortcuts_and_the_version(qtbot, window):
     QTimer.singleShot(100, read_about)
     window.actions["about"].trigger()
     assert metadata.version("cellseg-gui") in shown[0]
+
+
+def test_item9_counters_follow_edits_review_and_reopening(qtbot, window, tmp_path, nuclei_dir,
+                                                          nuclei_instances):
+    # issue 18.9: the Cells column kept 125 after a delete on a reviewed image, the Review dock
+    # said "deleted 0" without a project, a reviewed image showed "edited" after reopening and an
+    # image with imported annotations "not run"; each assert below fails without the fix
+    from cellseg.app.editing import install_editing
+
+    c = install_editing(window)
+    assert window.open_path(nuclei_dir / "img2d.tif")
+    qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
+    window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
+    window.activateWindow()
+    window.canvas.setFocus()
+    key(qtbot, window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert window.image_list.status(0) == "reviewed"
+    click(qtbot, window.canvas, *centre(c, int(c.ann.uids[7])))
+    key(qtbot, window, Qt.Key.Key_Delete)
+    assert window.image_list.cell_count(0) == "124"  # was 125
+    assert window.image_list.status(0) == "reviewed"
+    assert "deleted 1" in c.panel.counts.text()  # was "deleted 0" without a project
+
+    # a project: one image reviewed, one with imported annotations never shown yet
+    path = _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+    images = tmp_path / "images"
+    (images / "second.tif").write_bytes((nuclei_dir / "img2d.tif").read_bytes())
+    with ProjectStore.open(path) as store:
+        h, w = nuclei_instances.image_size
+        im = store.add_image("second.tif", h, w)
+        store.add_instances(im.id, nuclei_instances[:30], Origin.IMPORTED)
+    assert c.open_project(path)
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
+    assert window.image_list.status(1) == "annotated"  # was "not run"
+    assert window.image_list.cell_count(1) == "30"
+    window.canvas.setFocus()
+    key(qtbot, window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert window.image_list.status(0) == "reviewed"
+    c.close_project()
+    assert c.open_project(path)
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
+    assert window.image_list.status(0) == "reviewed"  # was "edited" after reopening
+    assert window.image_list.cell_count(0) == "125"
+    assert window.image_list.status(1) == "annotated"
