@@ -296,6 +296,8 @@ class MainWindow(QMainWindow):
     def open_path(self, path: str | Path) -> bool:
         """Open a folder, image file, COCO .json or research folder; False (and a message) on
         error."""
+        if Path(path).suffix.lower() == ".cellseg" and hasattr(self, "editing"):
+            return self.editing.open_project(path)  # a project: its images, edits and models
         try:
             source = open_source(path)
         except CellsegError as exc:

@@ -193,8 +193,22 @@ def install_editing(window) -> EditingController:
     a["export_coco"].triggered.connect(lambda: _ask_export(window, c, "coco"))
     a["export_tiff"] = QAction("Export &label TIFFs…", window)
     a["export_tiff"].triggered.connect(lambda: _ask_export(window, c, "label-tiff"))
-    for key in ("new_project", "open_project", None, "import_coco", None, "export_coco",
-                "export_tiff"):
+    menu.addAction(a["new_project"])
+    menu.addAction(a["open_project"])
+    c.recent_projects_menu = menu.addMenu("Open &recent project")
+
+    def fill_recent() -> None:
+        recent = c.recent_projects_menu
+        recent.clear()
+        paths = window.settings.recent_projects() if hasattr(window, "settings") else []
+        for p in paths:
+            recent.addAction(p, partial(c.open_project, p))
+        if not paths:
+            recent.addAction("(none yet)").setEnabled(False)
+
+    c.recent_projects_menu.aboutToShow.connect(fill_recent)
+    c.fill_recent_projects = fill_recent
+    for key in (None, "import_coco", None, "export_coco", "export_tiff"):
         menu.addSeparator() if key is None else menu.addAction(a[key])
 
     choose("select")

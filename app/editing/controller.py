@@ -68,7 +68,32 @@ class EditingController(QObject):
             return False
         self.sync_list()
         self._warn_read_only()
+        settings = getattr(self.window, "settings", None)
+        if settings is not None:
+            settings.add_recent_project(store.path)
+        self._load_stored_models()
         return True
+
+    def _load_stored_models(self) -> None:
+        """Set the models the project was made with (newest per slot), unless already set."""
+        from ..first_run import model_slot
+
+        chosen: dict[str, tuple[str, str]] = {}
+        missing = []
+        for m in self.store.models():
+            if not (Path(m.config).is_file() and Path(m.weights).is_file()):
+                missing.append(Path(m.weights).name)
+                continue
+            try:
+                chosen[model_slot(m.config)] = (m.config, m.weights)
+            except CellsegError as exc:
+                missing.append(f"{Path(m.config).name} ({exc})")
+        for slot, (config, weights) in chosen.items():
+            if self.window.models_panel.model_paths(slot) != (config, weights):
+                self.window.set_model(slot, config, weights)
+        if missing:
+            self.window.statusBar().showMessage(
+                "the project's model files are not there any more: " + ", ".join(missing), 10000)
 
     def _entry_name(self, path) -> str:
         return Path(os.path.relpath(Path(path).resolve(), self.store.images_dir)).as_posix()
@@ -117,8 +142,13 @@ class EditingController(QObject):
                 self.window.show_error("open a folder of images first")
                 return False
             images_dir = self.window.source.root
+        # the models on screen go into the project: reopening it loads them, and their class
+        # count sets the project's categories
+        panel = self.window.models_panel
+        models = [panel.model_paths(k) for k in ("cascade", "pointrend")
+                  if self.window.service.has_model(k) and all(panel.model_paths(k))]
         try:
-            create_project(images_dir, path)
+            create_project(images_dir, path, models=models)
         except CellsegError as exc:
             self.window.show_error(str(exc))
             return False

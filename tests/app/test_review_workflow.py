@@ -237,3 +237,33 @@ def test_item9_counters_follow_edits_review_and_reopening(qtbot, window, tmp_pat
     assert window.image_list.status(0) == "reviewed"  # was "edited" after reopening
     assert window.image_list.cell_count(0) == "125"
     assert window.image_list.status(1) == "annotated"
+
+
+def test_item6_project_from_the_command_line_with_its_model_and_recent_projects(
+        qtbot, window, settings, one_class_project, fast_cascade):
+    # issue 18.6: `cellseg-gui my.cellseg` was rejected ("not an image or COCO .json"), the
+    # project's stored model was not loaded and there were no recent projects; fails without
+    # the .cellseg branch in configure / open_path, _load_stored_models and the recent menu
+    from cellseg.app.editing import install_editing
+    from cellseg.app.main import build_parser, configure
+
+    with ProjectStore.open(one_class_project) as store:
+        store.add_model(*fast_cascade)
+    c = install_editing(window)
+    configure(window, build_parser().parse_args([str(one_class_project)]))
+    assert not window.last_error
+    assert c.store is not None and c.store.path.resolve() == one_class_project.resolve()
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored and len(c.ann) == 125, timeout=10000)
+    from pathlib import Path
+
+    assert window.models_panel.model_paths("cascade") == tuple(
+        str(Path(p).resolve()) for p in fast_cascade)
+    assert window.service.has_model("cascade")
+    assert settings.recent_projects() == [str(one_class_project.resolve())]
+
+    c.close_project()
+    c.fill_recent_projects()
+    entries = [a for a in c.recent_projects_menu.actions() if a.isEnabled()]
+    assert [a.text() for a in entries] == [str(one_class_project.resolve())]
+    entries[0].trigger()
+    assert c.store is not None and c.store.path.resolve() == one_class_project.resolve()
