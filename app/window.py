@@ -373,6 +373,7 @@ class MainWindow(QMainWindow):
         self.models_panel.set_model_paths(key, config, weights, emit=False)
         self.service.set_model(key, config, weights)
         self.service.clear_failures()
+        self.banner.hide()  # the previous pair's error; this pair's own errors show again
         self.settings.set_model_paths(key, config, weights)
         self.refresh()
 

@@ -267,3 +267,40 @@ def test_item6_project_from_the_command_line_with_its_model_and_recent_projects(
     assert [a.text() for a in entries] == [str(one_class_project.resolve())]
     entries[0].trigger()
     assert c.store is not None and c.store.path.resolve() == one_class_project.resolve()
+
+
+def test_item8_model_fields_apply_as_a_pair_and_enter_runs(qtbot, window, fast_cascade,
+                                                            pointrend_model):
+    # issue 18.8: typing a new Config loaded it at once with the old weights (a red banner of
+    # mismatched weights that stayed after the right weights loaded); Enter did not run.
+    # Fails without the pair rule in ModelsPanel and the banner reset in set_model.
+    panel = window.models_panel
+    config_row, weights_row = panel.rows["cascade"]
+    window.set_model("cascade", *fast_cascade)
+    applied = []
+    panel.model_changed.connect(lambda *a: applied.append(a))
+    runs = []
+    panel.run_requested.connect(lambda: runs.append(1))
+
+    # a new config typed, focus moves on to the weights field: nothing is loaded yet
+    config_row.edit.setFocus()
+    qtbot.waitUntil(config_row.edit.hasFocus)
+    config_row.edit.setText(pointrend_model[0])
+    weights_row.edit.setFocus()
+    qtbot.waitUntil(weights_row.edit.hasFocus)
+    assert applied == [] and window.service.specs["cascade"].config == fast_cascade[0]
+    assert panel.pending["cascade"].isVisibleTo(panel)
+    # its weights typed and Enter: the pair is applied at once
+    weights_row.edit.setText(pointrend_model[1])
+    qtbot.keyClick(weights_row.edit, Qt.Key.Key_Return)
+    assert applied == [("cascade", *pointrend_model)]
+    assert window.service.specs["cascade"].weights == pointrend_model[1]
+    assert not panel.pending["cascade"].isVisibleTo(panel)
+    # Enter with nothing changed runs, like the Run button
+    qtbot.keyClick(weights_row.edit, Qt.Key.Key_Return)
+    assert runs == [1] and len(applied) == 1
+
+    # a wrong pair's banner goes when the right pair is set
+    window.show_error("checkpoint does not fit the model built from the config: 176 weights")
+    window.set_model("cascade", *fast_cascade)
+    assert window.banner.text() == ""
