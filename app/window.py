@@ -298,6 +298,9 @@ class MainWindow(QMainWindow):
         error."""
         if Path(path).suffix.lower() == ".cellseg" and hasattr(self, "editing"):
             return self.editing.open_project(path)  # a project: its images, edits and models
+        if hasattr(self, "editing") and not self.editing.may_leave(
+                f"Opening {Path(path).name}", path):
+            return False  # the user kept the unsaved edits (or the project)
         try:
             source = open_source(path)
         except CellsegError as exc:
@@ -645,6 +648,9 @@ class MainWindow(QMainWindow):
 
     # ================================================================== shutdown
     def closeEvent(self, event) -> None:
+        if hasattr(self, "editing") and not self.editing.may_leave("Quitting"):
+            event.ignore()  # edits without a project: the user chose Cancel
+            return
         self.settings.set_geometry(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.service.shutdown()

@@ -24,6 +24,7 @@ from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
 from cellseg.core.project.store import ProjectStore
 
 from .commands import EditCommand
+from .unsaved import may_leave, save_into, unsaved
 
 
 class EditingController(QObject):
@@ -63,9 +64,17 @@ class EditingController(QObject):
         except CellsegError as exc:
             self.window.show_error(str(exc))
             return False
+        if self.store is not None and self.store.path.resolve() != store.path.resolve():
+            if not may_leave(self, f"Opening {store.path.name}", store.images_dir):
+                store.close()
+                return False
         self._set_store(store)
-        if not self.window.open_path(store.images_dir):
-            return False
+        self._opening = True  # the window opens the project's own folder: nothing to ask
+        try:
+            if not self.window.open_path(store.images_dir):
+                return False
+        finally:
+            self._opening = False
         self.sync_list()
         self._warn_read_only()
         settings = getattr(self.window, "settings", None)
@@ -147,12 +156,26 @@ class EditingController(QObject):
         panel = self.window.models_panel
         models = [panel.model_paths(k) for k in ("cascade", "pointrend")
                   if self.window.service.has_model(k) and all(panel.model_paths(k))]
+        edits = unsaved(self.window) if self.store is None else {}
         try:
             create_project(images_dir, path, models=models)
+            if edits:  # edits made before the project existed go into it
+                with ProjectStore.open(path) as store:
+                    saved = save_into(store, edits)
         except CellsegError as exc:
             self.window.show_error(str(exc))
             return False
-        return self.open_project(path)
+        if not self.open_project(path):
+            return False
+        if edits:
+            self.window.statusBar().showMessage(
+                f"the edits of {saved} image{'s' if saved != 1 else ''} are saved in the project",
+                8000)
+        return True
+
+    def may_leave(self, doing: str, next_path=None) -> bool:
+        """Ask before edits without a project (or the open project) would be dropped."""
+        return getattr(self, "_opening", False) or may_leave(self, doing, next_path)
 
     def import_coco(self, path: str | Path) -> bool:
         """Add a COCO file's annotations to the open project (all or nothing)."""

@@ -304,3 +304,73 @@ def test_item8_model_fields_apply_as_a_pair_and_enter_runs(qtbot, window, fast_c
     window.show_error("checkpoint does not fit the model built from the config: 176 weights")
     window.set_model("cascade", *fast_cascade)
     assert window.banner.text() == ""
+
+
+def _answer(qtbot, button_text: str, seen: list) -> None:
+    """Click ``button_text`` in the next message box (a real modal QMessageBox)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    def click():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        seen.append(box.text())
+        next(b for b in box.buttons() if b.text() == button_text).click()
+
+    QTimer.singleShot(20, click)
+
+
+def test_item1_edits_before_a_project_are_kept_or_asked_about(qtbot, window, tmp_path,
+                                                              nuclei_dir, nuclei_instances,
+                                                              crop_folder):
+    # issue 18.1: edits made before a project existed were discarded by Project > New project,
+    # quitting with them gave no prompt, and opening a folder dropped them (and closed a project)
+    # without asking; fails without app/editing/unsaved.py and its hooks
+    import shutil
+
+    from cellseg.app.editing import install_editing
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(nuclei_dir / "img2d.tif", images / "img2d.tif")
+    c = install_editing(window)
+    assert window.open_path(images)
+    qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
+    window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
+    window.activateWindow()
+    window.canvas.setFocus()
+    for k in (7, 8, 9):
+        click(qtbot, window.canvas, *centre(c, int(c.ann.uids[k])))
+        key(qtbot, window, Qt.Key.Key_Delete)
+    key(qtbot, window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert len(c.ann) == 122
+
+    # opening another folder asks; Cancel keeps everything
+    seen = []
+    _answer(qtbot, "Cancel", seen)
+    assert not window.open_path(crop_folder)
+    assert "1 image has edits that are not in a project" in seen[0]
+    assert len(window.current_instances()) == 122 and window.source.root == images
+    # quitting asks too; Cancel keeps the window open
+    _answer(qtbot, "Cancel", seen)
+    window.close()
+    assert window.isVisible() and len(seen) == 2 and "Quitting" in seen[1]
+
+    # Project > New project saves the edits made so far into the project
+    path = tmp_path / "new.cellseg"
+    assert c.new_project(path)
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
+    assert len(c.ann) == 122 and c.ann.reviewed
+    assert window.image_list.status(0) == "reviewed"
+    with ProjectStore.open(path, read_only=True) as store:
+        assert store.counts(store.image_by_name("img2d.tif").id).instances == 122
+
+    # with the project open, another folder asks to close it
+    _answer(qtbot, "Cancel", seen)
+    assert not window.open_path(crop_folder)
+    assert "closes the project new.cellseg" in seen[-1] and c.store is not None
+    _answer(qtbot, "Close project", seen)
+    assert window.open_path(crop_folder)
+    assert c.store is None and window.source.root == crop_folder
