@@ -1,6 +1,7 @@
 """Models panel: the two models' config + checkpoint, the device, run buttons and progress."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -64,6 +65,7 @@ def _checkpoint_beside(config: str) -> str:
 
 
 class ModelsPanel(QWidget):
+    _devices_found = Signal(list)
     model_changed = Signal(str, str, str)  # key, config, weights
     device_changed = Signal(str)
     run_requested = Signal()
@@ -95,7 +97,11 @@ class ModelsPanel(QWidget):
             self.pending[key].setVisible(False)
             form.addRow(self.pending[key])
         self.device = QComboBox(self)
-        self.device.addItems(available_devices())
+        # "auto" and "cpu" at once; the GPUs once torch is imported off the GUI thread
+        # (importing torch here took most of a start-up: 4-13 s on a busy CPU)
+        self.device.addItems(["auto", "cpu"])
+        self._devices_found.connect(self.add_devices)
+        threading.Thread(target=self._find_devices, name="cellseg-devices", daemon=True).start()
         self.device.currentTextChanged.connect(self.device_changed)
         form.addRow("Device", self.device)
         self.device_label = QLabel("not loaded", self)
@@ -165,8 +171,24 @@ class ModelsPanel(QWidget):
 
     def set_device(self, device: str) -> None:
         if self.device.findText(device) < 0:
-            device = "auto"
+            if device.startswith("cuda"):  # remembered; the GPU list may still be coming
+                self.device.addItem(device)
+            else:
+                device = "auto"
         self.device.setCurrentText(device)
+
+    def _find_devices(self) -> None:
+        devices = available_devices()
+        try:
+            self._devices_found.emit(devices)
+        except RuntimeError:  # the panel was closed meanwhile
+            pass
+
+    def add_devices(self, devices: list[str]) -> None:
+        """Add devices found after start-up (cuda:N), keeping the current choice."""
+        for d in devices:
+            if self.device.findText(d) < 0:
+                self.device.addItem(d)
 
     def set_running_device(self, text: str) -> None:
         self.device_label.setText(text)

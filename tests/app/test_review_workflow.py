@@ -374,3 +374,36 @@ def test_item1_edits_before_a_project_are_kept_or_asked_about(qtbot, window, tmp
     _answer(qtbot, "Close project", seen)
     assert window.open_path(crop_folder)
     assert c.store is None and window.source.root == crop_folder
+
+
+def test_item13_start_up_does_not_import_torch(tmp_path):
+    # issue 18.13: 3 of 10 start-ups took 19-38 s; most of a start-up was importing torch and
+    # torchvision (via the post-processing settings and the device list) before the window
+    # could paint. Fails without the lazy imports in core.postprocess.nms and ModelsPanel.
+    # (benchmarks/startup.py measures the times; this checks the cause.)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "importers = []\n"
+        "class Spy:\n"  # which thread imports torch (the GPU list may, off the GUI thread)
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            importers.append(threading.current_thread() is threading.main_thread())\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from cellseg.app.settings import AppSettings\n"
+        "from cellseg.app.window import MainWindow\n"
+        "from cellseg.app.editing import install_editing\n"
+        "from cellseg.app.training import install_training\n"
+        "from cellseg.app.first_run import install_first_run\n"
+        f"w = MainWindow(AppSettings.from_file({str(tmp_path / 's.ini')!r}))\n"
+        "install_editing(w); install_training(w); install_first_run(w)\n"
+        "w.show(); app.processEvents()\n"
+        "print(any(importers))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**__import__("os").environ,
+                                           "QT_QPA_PLATFORM": "offscreen"})
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
