@@ -381,6 +381,9 @@ class EditingController(QObject):
         self._rows = np.flatnonzero(visible)
         if len(self._rows) != len(self.ann):
             self.canvas.set_instances(self.ann.to_instances()[self._rows])
+        # colours by uid (stable across deletes and undo) and the review state visible
+        self.canvas.overlay.set_review_state(self.ann.uids[self._rows],
+                                             self.ann.reviews[self._rows])
         self.canvas.overlay.set_selected(self.selected_positions())
 
     def _deleted_here(self) -> int:

@@ -407,3 +407,41 @@ def test_item13_start_up_does_not_import_torch(tmp_path):
                          timeout=120, env={**__import__("os").environ,
                                            "QT_QPA_PLATFORM": "offscreen"})
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def _drawn_rgb(overlay, pos: int, edge: bool) -> tuple[int, int, int]:
+    """The colour the overlay paints on instance ``pos``'s contour (or interior), un-premultiplied."""
+    ys, xs = np.nonzero((overlay.labels == pos + 1) & ((overlay._code % 2 == 1) == edge))
+    argb = int(overlay._buffer[ys[0], xs[0]])
+    a = (argb >> 24) & 255
+    return tuple(round(((argb >> s) & 255) * 255 / a) for s in (16, 8, 0))
+
+
+def test_item10_review_state_visible_and_colours_stable(qtbot, window, one_class_project):
+    # issue 18.10: accepted and rejected instances looked like all others, and every delete,
+    # undo or toggle recoloured the overlay (colours by position jumped); fails without
+    # Overlay.set_review_state and the controller's call
+    c = _open(qtbot, window, one_class_project)
+    overlay = window.canvas.overlay
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    keep = [int(u) for u in c.ann.uids[50:60]]
+    before = {u: overlay.colour_of(pos[u]) for u in keep}
+    click(qtbot, window.canvas, *centre(c, int(c.ann.uids[10])))
+    key(qtbot, window, Qt.Key.Key_Delete)  # every instance after it moves up one position
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    assert {u: overlay.colour_of(pos[u]) for u in keep} == before
+    key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    assert {u: overlay.colour_of(pos[u]) for u in keep} == before
+
+    accepted, rejected, plain = keep[0], keep[1], keep[2]
+    for uid, k in ((accepted, Qt.Key.Key_A), (rejected, Qt.Key.Key_X)):
+        click(qtbot, window.canvas, *centre(c, uid))
+        key(qtbot, window, k)
+    click(qtbot, window.canvas, 2, 2)  # select nothing: selection draws white contours
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    assert _drawn_rgb(overlay, pos[accepted], edge=True) == (40, 200, 70)  # green contour
+    assert _drawn_rgb(overlay, pos[rejected], edge=True) == (230, 40, 40)  # red contour
+    grey = _drawn_rgb(overlay, pos[rejected], edge=False)  # faint grey fill (premultiplied:
+    assert all(abs(v - 150) <= 4 for v in grey), grey       # a few levels of rounding)
+    assert _drawn_rgb(overlay, pos[plain], edge=True) == overlay.colour_of(pos[plain])
