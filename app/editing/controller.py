@@ -30,6 +30,8 @@ from .unsaved import may_leave, save_into, unsaved
 class EditingController(QObject):
     changed = Signal()  # annotations, selection or filters changed
     project_changed = Signal(object)  # ProjectStore | None
+    classes_changed = Signal(list)  # class names (renamed, or another project's)
+    drawing_class_changed = Signal(int)  # the class new drawings get
 
     def __init__(self, window) -> None:
         super().__init__(window)
@@ -225,7 +227,38 @@ class EditingController(QObject):
         if store is not None and self.current_class >= max(1, len(store.categories())):
             self.current_class = 0  # the drawing class of another project's class set
         self.undo_stack.clear()
+        if store is not None and store.categories():
+            self.window._set_class_names(self.class_names())  # the project's names win
         self.project_changed.emit(store)
+        self.classes_changed.emit(self.class_names())
+        self.drawing_class_changed.emit(self.current_class)
+
+    def rename_class(self, class_index: int, name: str) -> bool:
+        """Rename a class: in the project's categories (exports use the name), else on screen."""
+        from dataclasses import replace
+
+        if self.store is not None:
+            cats = self.store.categories()
+            if not 0 <= class_index < len(cats):
+                return False
+            try:
+                if self.store.read_only is not None:
+                    raise CellsegError(f"project {self.store.path} is open read-only "
+                                       f"({self.store.read_only}): the name was not saved")
+                self.store.set_categories([replace(c, name=name) if c.class_index == class_index
+                                           else c for c in cats])
+            except (CellsegError, sqlite3.Error) as exc:
+                self.window.show_error(f"cannot rename the class: {exc}")
+                self.window._set_class_names(self.class_names())
+                return False
+            names = self.class_names()
+        else:
+            names = list(self.window.class_names)
+            names += [f"class {k + 1}" for k in range(len(names), class_index + 1)]
+            names[class_index] = name
+        self.window._set_class_names(names)
+        self.classes_changed.emit(names)
+        return True
 
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:
@@ -499,8 +532,13 @@ class EditingController(QObject):
             except CellsegError as exc:
                 self.window.statusBar().showMessage(str(exc), 8000)
                 return False
-        self.current_class = int(class_id)
+        self.set_drawing_class(class_id)
         return bool(self.selected) and self.run(lambda a: E.set_class(a, self.selected, class_id))
+
+    def set_drawing_class(self, class_id: int) -> None:
+        """The class new drawings (brush with nothing selected, lasso, polygon) get."""
+        self.current_class = int(class_id)
+        self.drawing_class_changed.emit(self.current_class)
 
     def review_selected(self, review: Review) -> bool:
         return bool(self.selected) and self.run(lambda a: E.set_review(a, self.selected, review))

@@ -445,3 +445,31 @@ def test_item10_review_state_visible_and_colours_stable(qtbot, window, one_class
     grey = _drawn_rgb(overlay, pos[rejected], edge=False)  # faint grey fill (premultiplied:
     assert all(abs(v - 150) <= 4 for v in grey), grey       # a few levels of rounding)
     assert _drawn_rgb(overlay, pos[plain], edge=True) == overlay.colour_of(pos[plain])
+
+
+def test_item3_class_names_shown_renamable_and_the_drawing_class_in_the_toolbar(
+        qtbot, window, tmp_path, nuclei_dir, nuclei_instances):
+    # issue 18.3: the legend showed "class 0..2" after reopening, imported names ("nucleus")
+    # never appeared, classes could not be renamed and the drawing class was shown nowhere;
+    # fails without the project's names in the legend, rename_class and the Draw as box
+    path = _project(tmp_path, nuclei_dir, nuclei_instances,
+                    [Category(0, 1, "nucleus"), Category(1, 2, "mitotic")])
+    c = _open(qtbot, window, path)
+    assert list(window.legend.counts()) == ["nucleus", "mitotic"]
+    assert window.legend.counts()["nucleus"] == 125
+    assert c.draw_as.currentText() == "1: nucleus"
+    click(qtbot, window.canvas, 2, 2)  # nothing selected: 2 sets the drawing class only
+    key(qtbot, window, Qt.Key.Key_2)
+    assert c.draw_as.currentText() == "2: mitotic" and c.current_class == 1
+    c.draw_as.setCurrentIndex(0)
+    c.draw_as.activated.emit(0)  # what choosing in the box does
+    assert c.current_class == 0
+
+    item = window.legend.tree.topLevelItem(0)  # double-click and type a new name
+    item.setText(0, "cell nucleus")
+    assert [cat.name for cat in c.store.categories()] == ["cell nucleus", "mitotic"]
+    assert c.draw_as.itemText(0) == "1: cell nucleus"
+    c.close_project()
+    assert c.open_project(path)
+    qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
+    assert list(window.legend.counts()) == ["cell nucleus", "mitotic"]
