@@ -465,8 +465,12 @@ class MainWindow(QMainWindow):
         if missing:
             self._wanted = None
             self._show(None)
-            self.statusBar().showMessage(
-                "set the " + " and ".join(missing) + " model (Model menu or Models panel)")
+            hint = "set the " + " and ".join(missing) + " model (Model menu or Models panel)"
+            if len(missing) < len(self.post_panel.models()):  # an ensemble with one model
+                self.show_error("Ensemble fuses the Cascade and PointRend models' predictions: "
+                                f"{hint}, or choose the model you have under Post-processing > "
+                                "Model. No cells are shown meanwhile.")
+            self.statusBar().showMessage(hint)
             return
         keys = self._keys(i)
         failures = [self.service.failure(k) for k in keys if self.service.failure(k)]
@@ -539,8 +543,9 @@ class MainWindow(QMainWindow):
             # used once: tools may paint into the overlay's label image afterwards
             prepared, self._prepared = self._prepared[1], None
         self.canvas.set_instances(instances, prepared=prepared)
+        # nothing shown counts nothing (the legend kept the previous result's counts)
+        self.legend.set_counts(instances.classes if instances is not None else np.zeros(0))
         if instances is not None:
-            self.legend.set_counts(instances.classes)
             self.statusBar().showMessage(f"{len(instances)} instances", 3000)
         self.instances_changed.emit(instances)
 

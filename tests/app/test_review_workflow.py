@@ -473,3 +473,21 @@ def test_item3_class_names_shown_renamable_and_the_drawing_class_in_the_toolbar(
     assert c.open_project(path)
     qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
     assert list(window.legend.counts()) == ["cell nucleus", "mitotic"]
+
+
+def test_item5_ensemble_with_one_model_says_what_it_needs(qtbot, window, nuclei_dir,
+                                                          nuclei_instances, fast_cascade):
+    # issue 18.5: with one model loaded the Ensemble made every cell vanish with a status-bar
+    # hint only, while the legend still counted them; fails without the banner and the
+    # legend reset in MainWindow.refresh/_show
+    assert window.open_path(nuclei_dir / "img2d.tif")
+    qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
+    window.service.set_model("cascade", *fast_cascade)  # a Cascade model only
+    window._set_class_names(["a", "b", "c", "d"])
+    window._show(nuclei_instances)  # as if its predictions were on screen
+    assert sum(window.legend.counts().values()) == 125
+    window.post_panel.set_model_choice("ensemble")
+    assert window.current_instances() is None
+    assert "Ensemble fuses the Cascade and PointRend" in window.banner.text()
+    assert "set the pointrend model" in window.banner.text()
+    assert sum(window.legend.counts().values()) == 0
