@@ -592,8 +592,15 @@ class MainWindow(QMainWindow):
         c = int(inst.classes[index])
         name = self.class_names[c] if c < len(self.class_names) else f"class {c}"
         area = int(inst.masks.areas()[index]) if inst.masks is not None else 0
-        self.instance_label.setText(f"#{index} {name}  score {inst.scores[index]:.2f}  "
+        ident = self.instance_id(index)
+        self.instance_label.setText(f"#{ident} {name}  score {inst.scores[index]:.2f}  "
                                     f"area {area} px")
+
+    def instance_id(self, index: int) -> int:
+        """The id the user sees for canvas instance ``index`` (History and hover agree: with
+        the editing tools it is the instance's uid)."""
+        editing = getattr(self, "editing", None)
+        return editing.uid_at_position(index) if editing is not None else index
 
     # ================================================================== dialogs
     def _ask_folder(self) -> None:

@@ -508,6 +508,12 @@ class EditingController(QObject):
         self.changed.emit()
         return uid
 
+    def uid_at_position(self, pos: int) -> int:
+        """The uid of canvas instance ``pos`` (the id History names), or ``pos`` if unknown."""
+        if self.ann is None or not 0 <= pos < len(self._rows):
+            return pos
+        return int(self.ann.uids[self._rows[pos]])
+
     def single_selected(self) -> int | None:
         return next(iter(self.selected)) if len(self.selected) == 1 else None
 

@@ -491,3 +491,20 @@ def test_item5_ensemble_with_one_model_says_what_it_needs(qtbot, window, nuclei_
     assert "Ensemble fuses the Cascade and PointRend" in window.banner.text()
     assert "set the pointrend model" in window.banner.text()
     assert sum(window.legend.counts().values()) == 0
+
+
+def test_item13_hover_and_history_name_the_same_instance(qtbot, window, one_class_project):
+    # issue 18.13: History said "instance 69" where the hover said "#66" (a canvas position);
+    # fails without MainWindow.instance_id
+    from test_editing_tools import view_pos
+
+    c = _open(qtbot, window, one_class_project)
+    uid = int(c.ann.uids[65])
+    x, y = centre(c, uid)
+    qtbot.mouseMove(window.canvas.viewport(), view_pos(window.canvas, x, y))
+    qtbot.waitUntil(lambda: window.instance_label.text() != "", timeout=5000)
+    assert window.instance_label.text().startswith(f"#{uid} ")
+    click(qtbot, window.canvas, x, y)
+    key(qtbot, window, Qt.Key.Key_Delete)
+    assert window.undo_stack.text(window.undo_stack.count() - 1) == f"Delete instance {uid}"
+    assert uid != 65  # the position and the id differ in a project
