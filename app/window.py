@@ -416,6 +416,8 @@ class MainWindow(QMainWindow):
     def _model_loaded(self, info: ModelInfo) -> None:
         self.models_panel.set_running_device(info.device)
         self.device_label.setText(f"device: {info.device}")
+        if info.max_detections:
+            self.post_panel.set_model_cap(info.max_detections)
         project = getattr(getattr(self, "editing", None), "store", None)
         if info.class_names and not (self.source and self.source.class_names) and project is None:
             self._set_class_names(list(info.class_names))

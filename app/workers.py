@@ -207,6 +207,7 @@ class ModelInfo:
     key: str
     device: str
     class_names: tuple[str, ...]
+    max_detections: int = 0  # the config's TEST.DETECTIONS_PER_IMAGE cap (0: unknown)
 
 
 class InferenceService(QObject):
@@ -338,7 +339,11 @@ class InferenceService(QObject):
             self._last_image = (key.image, image)
         result = predictor(image, tta=key.tta)
         names = tuple(getattr(predictor, "class_names", ()) or ())
-        return result, ModelInfo(key.model, str(predictor.device), names)
+        try:
+            cap = int(predictor.cfg.TEST.DETECTIONS_PER_IMAGE)
+        except (AttributeError, TypeError, ValueError):
+            cap = 0
+        return result, ModelInfo(key.model, str(predictor.device), names, cap)
 
     def _predictor(self, key: RawKey):
         pkey = (key.config, key.weights, key.device)

@@ -508,3 +508,16 @@ def test_item13_hover_and_history_name_the_same_instance(qtbot, window, one_clas
     key(qtbot, window, Qt.Key.Key_Delete)
     assert window.undo_stack.text(window.undo_stack.count() - 1) == f"Delete instance {uid}"
     assert uid != 65  # the position and the id differ in a project
+
+
+def test_item13_max_detections_says_the_models_cap(qtbot, window, crop_folder, fast_cascade):
+    # issue 18.13: TTA returned exactly the config's 300 cap while the panel said "Max
+    # detections: no limit"; fails without ModelInfo.max_detections and set_model_cap
+    post = window.post_panel
+    assert post.max_det.specialValueText() == "no limit"
+    assert window.open_path(crop_folder / "crop_a.tif")
+    window.set_model("cascade", *fast_cascade)
+    qtbot.waitUntil(lambda: window.current_instances() is not None, timeout=180_000)
+    assert post.max_det.value() == 0
+    assert post.max_det.specialValueText() == "model's cap (300)"
+    assert "DETECTIONS_PER_IMAGE" in post.max_det.toolTip()
