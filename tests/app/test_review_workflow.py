@@ -521,3 +521,36 @@ def test_item13_max_detections_says_the_models_cap(qtbot, window, crop_folder, f
     assert post.max_det.value() == 0
     assert post.max_det.specialValueText() == "model's cap (300)"
     assert "DETECTIONS_PER_IMAGE" in post.max_det.toolTip()
+
+
+def test_item11_fine_tune_dialog_cpu_preset_warmup_resume_and_remembered_folder(
+        qtbot, window, fixtures_dir, nuclei_dir, tmp_path):
+    # issue 18.11: the default recipe's warm-up made a 30-iteration run learn nothing without a
+    # warning, there was no CPU-sized preset, no Resume and the run folder was forgotten; fails
+    # without app/training_recipe.py and its use in the dialog (the run itself is
+    # test_training_dialog's; here the job the dialog would start)
+    from test_training_dialog import make_project, open_dialog
+
+    project = make_project(tmp_path, nuclei_dir)
+    dialog = open_dialog(window)
+    dialog.cpu_preset.click()
+    assert (dialog.max_iter.value(), dialog.batch.value(), dialog.device.currentText()) == (
+        300, 1, "cpu")
+    config = fixtures_dir / "cascade_gn_dconv" / "config.yaml"  # SOLVER.WARMUP_ITERS 50
+    dialog.config_edit.setText(str(config))
+    dialog.project_edit.setText(str(project))
+    out = tmp_path / "run1"
+    dialog.output_edit.setText(str(out))
+    dialog.max_iter.setValue(30)
+    job = dialog.job()
+    assert ("SOLVER.WARMUP_ITERS", "3") in job.extra
+    assert "warm-up is 50 iterations" in dialog.warning.text()
+    assert "--resume" not in job.arguments()
+    dialog.resume.setChecked(True)
+    assert "--resume" in dialog.job().arguments()
+    dialog.max_iter.setValue(300)  # warm-up fits: left as configured
+    assert all(k != "SOLVER.WARMUP_ITERS" for k, _ in dialog.job().extra)
+    dialog.close()
+    window.training_dialog = None
+    again = open_dialog(window)
+    assert again.output_edit.text() == str(out)  # the run folder is remembered
