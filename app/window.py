@@ -489,8 +489,29 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("running " + ", ".join(
                 k.model + (" +TTA" if k.tta else "") for k in keys if raws[k.model] is None))
             return
+        mismatch = self._class_sets_differ([k.model for k in keys])
+        if mismatch:
+            self._wanted = None
+            self._show(None)
+            self.show_error(mismatch)
+            return
         self._compose(i, raws, show=True)
         self._prefetch(i + 1)
+
+    def _class_sets_differ(self, models: list[str]) -> str:
+        """A message when an ensemble's models predict different class sets (Weighted Boxes
+        Fusion would fuse class k of one model with class k of the other), else ""."""
+        infos = [self.service.info.get(m) for m in models]
+        if len(models) < 2 or any(info is None for info in infos):
+            return ""
+        names = [tuple(info.class_names) for info in infos]
+        if len(set(names)) == 1:
+            return ""
+        listed = "; ".join(f"{m}: {len(n)} ({', '.join(n[:6])}{', …' if len(n) > 6 else ''})"
+                           for m, n in zip(models, names))
+        return ("Ensemble needs models that predict the same classes, but they differ — "
+                f"{listed}. Choose one model under Post-processing > Model, or set models "
+                "trained on the same classes.")
 
     def _compose(self, index: int, raws: dict, show: bool) -> None:
         ckey = self.compose_key(index)

@@ -554,3 +554,21 @@ def test_item11_fine_tune_dialog_cpu_preset_warmup_resume_and_remembered_folder(
     window.training_dialog = None
     again = open_dialog(window)
     assert again.output_edit.text() == str(out)  # the run folder is remembered
+
+
+def test_item5_ensemble_of_models_with_different_classes_is_refused_with_a_message(
+        qtbot, window, fast_pointrend):
+    # issue 18.5: a 1-class and a 4-class model in the Ensemble showed 0 instances at 0.5 and
+    # never said the class sets differ; fails without MainWindow._class_sets_differ
+    from cellseg.app.sample import open_sample
+
+    open_sample(window)  # the demo model (1 class: nucleus) as the Cascade slot
+    window.set_model("pointrend", *fast_pointrend)  # the fixture PointRend: 4 classes
+    window.post_panel.set_model_choice("ensemble")
+    qtbot.waitUntil(lambda: "predict the same classes" in window.banner.text(), timeout=180_000)
+    text = window.banner.text()
+    assert "cascade: 1 (" in text and "pointrend: 4 (" in text
+    assert window.current_instances() is None
+    window.post_panel.set_model_choice("cascade")  # one model: its cells come back
+    qtbot.waitUntil(lambda: window.current_instances() is not None
+                    and len(window.current_instances()) > 50, timeout=60_000)
