@@ -20,8 +20,8 @@ SCREENSHOT_TIMEOUT_S = 900
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellseg-gui", description="Review and correct instance "
                                 "segmentations of microscopy images.")
-    p.add_argument("path", nargs="?", help="folder of images, image file, COCO .json, or "
-                   "research folder (<sample>/image.tif + classN.tif)")
+    p.add_argument("path", nargs="?", help="project (.cellseg), folder of images, image file, "
+                   "COCO .json, or research folder (<sample>/image.tif + classN.tif)")
     p.add_argument("--sample", action="store_true", help="open the bundled sample nuclei image "
                    "with its demo model (File > Open sample)")
     p.add_argument("--config", help="Cascade Mask R-CNN Detectron2 config.yaml")
@@ -111,7 +111,9 @@ def configure(window, args):
     post.soft_nms.setChecked(args.soft_nms)
     if args.score_threshold is not None:
         post.set_score_threshold(args.score_threshold)
-    if args.path:
+    if args.path and Path(args.path).suffix.lower() == ".cellseg" and hasattr(window, "editing"):
+        window.editing.open_project(args.path)  # its images, annotations and models
+    elif args.path:
         window.open_path(args.path)
     return window
 

@@ -50,6 +50,18 @@ class AppSettings:
         self.q.setValue("recent/paths", items)
         return items
 
+    def recent_projects(self) -> list[str]:
+        value = self.q.value("recent/projects", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def add_recent_project(self, path: str | Path) -> list[str]:
+        path = str(Path(path).resolve())
+        items = ([path] + [p for p in self.recent_projects() if p != path])[:MAX_RECENT]
+        self.q.setValue("recent/projects", items)
+        return items
+
     # ------------------------------------------------------------------ models and device
     def model_paths(self, key: str) -> tuple[str, str]:
         """(config, weights) remembered for model ``key`` ("" when unset)."""

@@ -19,12 +19,13 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
                                QProgressBar, QPushButton, QSpinBox, QStackedWidget,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from . import file_dialogs
+from . import training_recipe as recipe
 
 LOG_LINES = 400
 CURVE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -49,6 +50,7 @@ class TrainingJob:
     device: str = "auto"
     log_period: int = 20
     extra: list[tuple[str, str]] = field(default_factory=list)
+    resume: bool = False  # continue the run in ``output`` from its last checkpoint
 
     def arguments(self) -> list[str]:
         args = ["-m", "cellseg.core.cli", "train", "--config", self.config,
@@ -66,6 +68,8 @@ class TrainingJob:
             args += ["--val", self.val_json, "--eval-initial"]
         for key, value in self.extra:
             args += ["--set", key, value]
+        if self.resume:
+            args.append("--resume")
         return args
 
 
@@ -438,13 +442,23 @@ class FineTuneDialog(QDialog):
             f.addRow(label, w)
         out = QGroupBox("Output")
         f = QFormLayout(out)
-        self.output_edit = QLineEdit()
+        self.output_edit = QLineEdit(recipe.remembered_folder(self.window))
         f.addRow("Run folder", self._path_row(self.output_edit, "Run folder", None, folder=True))
+        self.resume = QCheckBox("Resume the run in this folder (from its last checkpoint)")
+        f.addRow(self.resume)
+        self.cpu_preset = QPushButton("CPU-sized run (300 iterations, 1 image per batch)")
+        self.cpu_preset.setToolTip("The default recipe (20,000 iterations) suits a GPU; on a "
+                                   "CPU one iteration takes about a minute.")
+        self.cpu_preset.clicked.connect(lambda: recipe.apply_cpu_preset(self))
+        f.addRow(self.cpu_preset)
+        self.warning = QLabel()
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #8a5a00")
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start)
         lay = QVBoxLayout(self.form_page)
-        for w in (model, data, settings, out, self.error):
+        for w in (model, data, settings, out, self.warning, self.error):
             lay.addWidget(w)
         lay.addStretch(1)
         lay.addWidget(self.start_button)
@@ -467,6 +481,14 @@ class FineTuneDialog(QDialog):
         if not output:
             raise ValueError("choose a run folder for the output")
         extra = parse_extra(self.extra.text())
+        warmup = recipe.fitted_warmup(config, self.max_iter.value(), extra)
+        self.warning.setText("" if warmup is None else
+                             f"The config's warm-up is {warmup[0]} iterations, more than half "
+                             f"of this {self.max_iter.value()}-iteration run (the learning rate "
+                             f"would stay near zero): shortened to {warmup[1]}.")
+        if warmup is not None:
+            extra = extra + [("SOLVER.WARMUP_ITERS", str(warmup[1]))]
+        recipe.remember_folder(self.window, output)
         self.split = write_project_split(project, Path(output) / "data",
                                          self.val_fraction.value(), self.split_seed.value())
         return TrainingJob(
@@ -477,7 +499,7 @@ class FineTuneDialog(QDialog):
             batch=self.batch.value(), checkpoint_period=self.checkpoint_period.value(),
             eval_period=self.eval_period.value(), device=self.device.currentText(),
             log_period=self.log_period or max(1, min(20, self.max_iter.value() // 50)),
-            extra=extra)
+            extra=extra, resume=self.resume.isChecked())
 
     def start(self) -> bool:
         from cellseg.core.errors import CellsegError

@@ -27,6 +27,7 @@ from .icons import icon
 from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
 from .settings import MODEL_KEYS, AppSettings
 from .sources import ImageSource, open_source
+from .wheel_guard import guard_wheel
 from .workers import InferenceService, ModelInfo, RawKey
 from . import file_dialogs
 
@@ -138,6 +139,7 @@ class MainWindow(QMainWindow):
             box_layout.addWidget(panel)
             side_layout.addWidget(box)
         side_layout.addStretch(1)
+        self._wheel_guard = guard_wheel(side)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(side)
@@ -247,7 +249,9 @@ class MainWindow(QMainWindow):
         self.train_menu.addAction(a["train"])
 
         help_menu = bar.addMenu("&Help")
+        a["shortcuts"] = self._action("&Keyboard shortcuts", self._shortcuts, "F1")
         a["about"] = self._action("&About cellseg-gui", self._about, None, "help")
+        help_menu.addAction(a["shortcuts"])
         help_menu.addAction(a["about"])
         self._rebuild_recent()
 
@@ -301,6 +305,11 @@ class MainWindow(QMainWindow):
     def open_path(self, path: str | Path) -> bool:
         """Open a folder, image file, COCO .json or research folder; False (and a message) on
         error."""
+        if Path(path).suffix.lower() == ".cellseg" and hasattr(self, "editing"):
+            return self.editing.open_project(path)  # a project: its images, edits and models
+        if hasattr(self, "editing") and not self.editing.may_leave(
+                f"Opening {Path(path).name}", path):
+            return False  # the user kept the unsaved edits (or the project)
         try:
             source = open_source(path)
         except CellsegError as exc:
@@ -377,6 +386,7 @@ class MainWindow(QMainWindow):
         self.models_panel.set_model_paths(key, config, weights, emit=False)
         self.service.set_model(key, config, weights)
         self.service.clear_failures()
+        self.banner.hide()  # the previous pair's error; this pair's own errors show again
         self.settings.set_model_paths(key, config, weights)
         self.refresh()
 
@@ -425,7 +435,10 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"device: {info.device}")
         if info.precision_note and "running exact" in info.precision_note:
             self.statusBar().showMessage(info.precision_note, 10000)  # fast fell back
-        if info.class_names and not (self.source and self.source.class_names):
+        if info.max_detections:
+            self.post_panel.set_model_cap(info.max_detections)
+        project = getattr(getattr(self, "editing", None), "store", None)
+        if info.class_names and not (self.source and self.source.class_names) and project is None:
             self._set_class_names(list(info.class_names))
 
     def _set_class_names(self, names: list[str]) -> None:
@@ -475,8 +488,12 @@ class MainWindow(QMainWindow):
         if missing:
             self._wanted = None
             self._show(None)
-            self.statusBar().showMessage(
-                "set the " + " and ".join(missing) + " model (Model menu or Models panel)")
+            hint = "set the " + " and ".join(missing) + " model (Model menu or Models panel)"
+            if len(missing) < len(self.post_panel.models()):  # an ensemble with one model
+                self.show_error("Ensemble fuses the Cascade and PointRend models' predictions: "
+                                f"{hint}, or choose the model you have under Post-processing > "
+                                "Model. No cells are shown meanwhile.")
+            self.statusBar().showMessage(hint)
             return
         keys = self._keys(i)
         failures = [self.service.failure(k) for k in keys if self.service.failure(k)]
@@ -488,8 +505,29 @@ class MainWindow(QMainWindow):
         if any(v is None for v in raws.values()):
             self._run_missing(i, keys, raws)
             return
+        mismatch = self._class_sets_differ([k.model for k in keys])
+        if mismatch:
+            self._wanted = None
+            self._show(None)
+            self.show_error(mismatch)
+            return
         self._compose(i, raws, show=True, label=TTA_SHOWN if keys[0].tta else "")
         self._prefetch(i + 1)
+
+    def _class_sets_differ(self, models: list[str]) -> str:
+        """A message when an ensemble's models predict different class sets (Weighted Boxes
+        Fusion would fuse class k of one model with class k of the other), else ""."""
+        infos = [self.service.info.get(m) for m in models]
+        if len(models) < 2 or any(info is None for info in infos):
+            return ""
+        names = [tuple(info.class_names) for info in infos]
+        if len(set(names)) == 1:
+            return ""
+        listed = "; ".join(f"{m}: {len(n)} ({', '.join(n[:6])}{', …' if len(n) > 6 else ''})"
+                           for m, n in zip(models, names))
+        return ("Ensemble needs models that predict the same classes, but they differ — "
+                f"{listed}. Choose one model under Post-processing > Model, or set models "
+                "trained on the same classes.")
 
     def _run_missing(self, i: int, keys: list[RawKey], raws: dict) -> None:
         """Queue the model runs the current image lacks. With TTA, the plain run goes first
@@ -571,8 +609,9 @@ class MainWindow(QMainWindow):
             # used once: tools may paint into the overlay's label image afterwards
             prepared, self._prepared = self._prepared[1], None
         self.canvas.set_instances(instances, prepared=prepared)
+        # nothing shown counts nothing (the legend kept the previous result's counts)
+        self.legend.set_counts(instances.classes if instances is not None else np.zeros(0))
         if instances is not None:
-            self.legend.set_counts(instances.classes)
             self.statusBar().showMessage(f"{len(instances)} instances", 3000)
         self.instances_changed.emit(instances)
 
@@ -619,8 +658,15 @@ class MainWindow(QMainWindow):
         c = int(inst.classes[index])
         name = self.class_names[c] if c < len(self.class_names) else f"class {c}"
         area = int(inst.masks.areas()[index]) if inst.masks is not None else 0
-        self.instance_label.setText(f"#{index} {name}  score {inst.scores[index]:.2f}  "
+        ident = self.instance_id(index)
+        self.instance_label.setText(f"#{ident} {name}  score {inst.scores[index]:.2f}  "
                                     f"area {area} px")
+
+    def instance_id(self, index: int) -> int:
+        """The id the user sees for canvas instance ``index`` (History and hover agree: with
+        the editing tools it is the instance's uid)."""
+        editing = getattr(self, "editing", None)
+        return editing.uid_at_position(index) if editing is not None else index
 
     # ================================================================== dialogs
     def _ask_folder(self) -> None:
@@ -664,14 +710,26 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, "Fine-tune", "Fine-tuning is started from the training "
                                 "dialog (cellseg train on the command line meanwhile).")
 
+    def _shortcuts(self) -> None:
+        from .help import ShortcutsDialog
+
+        self.shortcuts_dialog = ShortcutsDialog(self)
+        self.shortcuts_dialog.show()
+
     def _about(self) -> None:
+        from .help import app_version
+
         QMessageBox.about(self, "About cellseg-gui",
-                          "cellseg-gui: review and correct instance segmentations of microscopy "
-                          "images with Detectron2-compatible Cascade Mask R-CNN and PointRend "
-                          "models.")
+                          f"cellseg-gui {app_version()}: review and correct instance "
+                          "segmentations of microscopy images with Detectron2-compatible Cascade "
+                          "Mask R-CNN and PointRend models.\n\nHelp > Keyboard shortcuts (F1) "
+                          "lists every key.")
 
     # ================================================================== shutdown
     def closeEvent(self, event) -> None:
+        if hasattr(self, "editing") and not self.editing.may_leave("Quitting"):
+            event.ignore()  # edits without a project: the user chose Cancel
+            return
         self.settings.set_geometry(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.service.shutdown()

@@ -209,6 +209,7 @@ class ModelInfo:
     device: str
     class_names: tuple[str, ...]
     precision_note: str = ""  # what precision runs (and why, after a fallback to exact)
+    max_detections: int = 0  # the config's TEST.DETECTIONS_PER_IMAGE cap (0: unknown)
 
 
 class InferenceService(QObject):
@@ -346,8 +347,12 @@ class InferenceService(QObject):
             self._last_image = (key.image, image)
         result = predictor(image, tta=key.tta)
         names = tuple(getattr(predictor, "class_names", ()) or ())
+        try:
+            cap = int(predictor.cfg.TEST.DETECTIONS_PER_IMAGE)
+        except (AttributeError, TypeError, ValueError):
+            cap = 0
         return result, ModelInfo(key.model, str(predictor.device), names,
-                                 predictor.precision.note)
+                                 precision_note=predictor.precision.note, max_detections=cap)
 
     def _predictor(self, key: RawKey):
         pkey = (key.config, key.weights, key.device, key.precision)

@@ -14,6 +14,9 @@ CLASS_PALETTE = np.array([
 ], np.uint8)
 
 _GOLDEN = 0.6180339887498949
+ACCEPTED_EDGE = np.array([40, 200, 70], np.uint8)  # review state: accepted instances' contour
+REJECTED_FILL = np.array([150, 150, 150], np.uint8)  # rejected: grey, faint, red contour
+REJECTED_EDGE = np.array([230, 40, 40], np.uint8)
 
 
 def class_colours(classes: np.ndarray) -> np.ndarray:
@@ -24,10 +27,17 @@ def class_colours(classes: np.ndarray) -> np.ndarray:
 def instance_colours(n: int, seed: int = 0) -> np.ndarray:
     """(N, 3) uint8 RGB, bright and distinct for neighbours: hues walk the golden ratio, so
     instance i and i+1 never share a hue, and the colours stay put when instances are appended."""
-    i = np.arange(n, dtype=np.float64) + seed
+    return key_colours(np.arange(n, dtype=np.int64) + seed)
+
+
+def key_colours(keys: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB of instances by a stable key (the editing model's uid): an instance
+    keeps its colour when others are deleted, drawn or re-ordered (``instance_colours`` of
+    ``arange(n)`` gives the same colours for keys 0..n-1)."""
+    i = np.asarray(keys, np.float64)
     hue = (i * _GOLDEN) % 1.0
     sat = 0.55 + 0.35 * ((i * 0.37) % 1.0)
-    return hsv_to_rgb(hue, sat, np.ones(n))
+    return hsv_to_rgb(hue, sat, np.ones(len(i)))
 
 
 def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:

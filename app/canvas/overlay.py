@@ -21,7 +21,8 @@ from PySide6.QtGui import QImage
 
 from cellseg.core.structures import Instances
 
-from .colours import class_colours, instance_colours, premultiplied_argb
+from .colours import (ACCEPTED_EDGE, REJECTED_EDGE, REJECTED_FILL, class_colours,
+                      instance_colours, key_colours, premultiplied_argb)
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends), image pixels
 
@@ -50,6 +51,8 @@ class Overlay:
         self._lut = np.zeros(2, np.uint32)
         self._rgb = np.zeros((0, 3), np.uint8)  # colour of each label id - 1
         self._classes = np.zeros(0, np.int64)  # class of each label id - 1 (-1: unknown)
+        self._keys: np.ndarray | None = None  # stable colour key of each label id - 1
+        self._reviews = np.zeros(0, np.int8)  # 0 pending, 1 accepted, 2 rejected
         self.image: QImage | None = None
         self._listeners: list[Callable[[Rect | None], None]] = []
 
@@ -81,6 +84,7 @@ class Overlay:
         n = len(instances) if instances is not None else 0
         self._classes = (instances.classes.copy() if instances is not None
                          else np.zeros(0, np.int64))
+        self._keys, self._reviews = None, np.zeros(n, np.int8)
         self._assign_colours(n)
         if self._buffer.shape != (h, w):
             self._buffer = np.zeros((h, w), np.uint32)
@@ -97,6 +101,23 @@ class Overlay:
         self.style = style
         if recolour:
             self._assign_colours(len(self._rgb))
+        self._rebuild_lut()
+        self._render_all()
+
+    def set_review_state(self, keys: np.ndarray, reviews: np.ndarray) -> None:
+        """Stable colours and visible review state of the instances shown.
+
+        Args:
+            keys: (N,) int, a stable id per instance (the editing model's uid), so colours do
+                not jump when an instance is deleted, drawn or re-ordered.
+            reviews: (N,) int, 0 pending, 1 accepted (green contour), 2 rejected (faint grey
+                fill, red contour).
+        """
+        keys, reviews = np.asarray(keys, np.int64), np.asarray(reviews, np.int8)
+        if len(keys) != len(self._classes) or len(reviews) != len(keys):
+            return  # not the instances on the overlay
+        self._keys, self._reviews = keys, reviews
+        self._assign_colours(len(keys))
         self._rebuild_lut()
         self._render_all()
 
@@ -150,6 +171,8 @@ class Overlay:
     def _assign_colours(self, n: int) -> None:
         if self.style.colour_by == "class":
             self._rgb = class_colours(np.maximum(self._classes[:n], 0))
+        elif self._keys is not None and len(self._keys) == n:
+            self._rgb = key_colours(self._keys)
         else:
             self._rgb = instance_colours(n)
 
@@ -158,6 +181,7 @@ class Overlay:
         extra = n - len(self._rgb)
         self._classes = np.concatenate([self._classes, np.full(extra, -1, np.int64)])
         self._rgb = np.concatenate([self._rgb, instance_colours(extra, seed=len(self._rgb))])
+        self._reviews = np.concatenate([self._reviews, np.zeros(extra, np.int8)])
         self._rebuild_lut()
 
     def _rebuild_lut(self) -> None:
@@ -167,10 +191,16 @@ class Overlay:
         selected = np.zeros(n, bool)
         sel = np.array([i for i in self.selected if 0 <= i < n], np.int64)
         selected[sel] = True
+        reviews = self._reviews if len(self._reviews) == n else np.zeros(n, np.int8)
+        accepted, rejected = reviews == 1, reviews == 2
         fill_alpha = np.where(shown & s.fill, np.where(selected, min(1.0, s.opacity + 0.25),
                                                        s.opacity), 0.0)
-        fill = premultiplied_argb(self._rgb, fill_alpha)
-        edge_rgb = np.where(selected[:, None], np.uint8(255), self._rgb)
+        fill_alpha = np.where(rejected, fill_alpha * 0.5, fill_alpha)
+        fill_rgb = np.where(rejected[:, None], REJECTED_FILL, self._rgb)
+        fill = premultiplied_argb(fill_rgb, fill_alpha)
+        edge_rgb = np.where(accepted[:, None], ACCEPTED_EDGE,
+                            np.where(rejected[:, None], REJECTED_EDGE, self._rgb))
+        edge_rgb = np.where(selected[:, None], np.uint8(255), edge_rgb)
         if s.contours:
             edge = premultiplied_argb(edge_rgb, np.where(shown, s.contour_opacity, 0.0))
         else:

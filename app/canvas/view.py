@@ -14,6 +14,8 @@ from .overlay import Overlay
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
+EMPTY_HINT = ("Drop images, a folder or a COCO .json here\n"
+              "or use File > Open folder… (Ctrl+O) · File > Open sample")
 
 
 class ImageCanvas(QGraphicsView):
@@ -63,6 +65,7 @@ class ImageCanvas(QGraphicsView):
                   fit: bool = True) -> None:
         """Show ``image`` (as read, any dtype) with ``contrast`` or an automatic stretch."""
         self.image = image
+        self.viewport().update()  # the empty-canvas hint comes or goes
         if image is None:
             self.contrast = None
             self._display = None
@@ -137,8 +140,8 @@ class ImageCanvas(QGraphicsView):
 
     def fit_to_window(self) -> None:
         rect = self.scene().sceneRect()
-        if rect.isEmpty():
-            return
+        if rect.isEmpty() or self.image is None:
+            return  # (the layers' empty rects would give a meaningless zoom like 742%)
         self._fit_on_resize = True
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         self.zoom_changed.emit(self.zoom)
@@ -176,6 +179,20 @@ class ImageCanvas(QGraphicsView):
         if steps:
             self.zoom_by(ZOOM_STEP ** steps, event.position())
         event.accept()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        """On the empty canvas, say how to get an image onto it (as napari and QuPath do)."""
+        super().drawForeground(painter, rect)
+        if self.image is not None:
+            return
+        painter.save()
+        painter.resetTransform()  # viewport coordinates: the hint stays put and readable
+        painter.setPen(QColor(170, 170, 170))
+        font = painter.font()
+        font.setPointSizeF(font.pointSizeF() * 1.3)
+        painter.setFont(font)
+        painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, EMPTY_HINT)
+        painter.restore()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

@@ -17,7 +17,7 @@ from functools import partial
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QToolBar
+from PySide6.QtWidgets import QComboBox, QDockWidget, QLabel, QToolBar
 
 from cellseg.core.project.edits import Review
 
@@ -100,6 +100,33 @@ def install_editing(window) -> EditingController:
         c.tool_actions[name] = action
     bar.addSeparator()
 
+    # the class a new drawing gets, always in view (1-9 or this box change it)
+    draw_as = QComboBox(window)
+    draw_as.setToolTip("Class of new drawings (brush with nothing selected, lasso, polygon); "
+                       "1-9 set it too. Rename a class by double-clicking it in the Legend.")
+    bar.addWidget(QLabel(" Draw as ", window))
+    bar.addWidget(draw_as)
+    c.draw_as = draw_as
+
+    def fill_draw_as(names=None) -> None:
+        names = list(names if names is not None else c.class_names()) or ["class 1"]
+        draw_as.blockSignals(True)
+        draw_as.clear()
+        draw_as.addItems([f"{k + 1}: {n}" for k, n in enumerate(names)])
+        draw_as.setCurrentIndex(min(c.current_class, len(names) - 1))
+        draw_as.blockSignals(False)
+
+    c.classes_changed.connect(fill_draw_as)
+    c.drawing_class_changed.connect(lambda k: (draw_as.blockSignals(True),
+                                               draw_as.setCurrentIndex(k),
+                                               draw_as.blockSignals(False)))
+    draw_as.activated.connect(c.set_drawing_class)
+    if hasattr(window, "legend"):
+        window.legend.class_renamed.connect(c.rename_class)
+    window.image_shown.connect(lambda _: fill_draw_as())
+    fill_draw_as()
+    bar.addSeparator()
+
     def act(text, slot, keys, icon_name=None, on_bar=False) -> QAction:
         action = QAction(_icon(icon_name) if icon_name else QIcon(), text, window)
         action.setShortcuts([QKeySequence(k) for k in keys])
@@ -180,6 +207,7 @@ def install_editing(window) -> EditingController:
     window.image_shown.connect(names_changed)
     c.project_changed.connect(lambda store: panel.set_classes(
         [cat.name for cat in store.categories()] if store is not None else []))
+    c.classes_changed.connect(panel.set_classes)
 
     # project menu
     menu = window.menuBar().addMenu("&Project")
@@ -193,8 +221,22 @@ def install_editing(window) -> EditingController:
     a["export_coco"].triggered.connect(lambda: _ask_export(window, c, "coco"))
     a["export_tiff"] = QAction("Export &label TIFFs…", window)
     a["export_tiff"].triggered.connect(lambda: _ask_export(window, c, "label-tiff"))
-    for key in ("new_project", "open_project", None, "import_coco", None, "export_coco",
-                "export_tiff"):
+    menu.addAction(a["new_project"])
+    menu.addAction(a["open_project"])
+    c.recent_projects_menu = menu.addMenu("Open &recent project")
+
+    def fill_recent() -> None:
+        recent = c.recent_projects_menu
+        recent.clear()
+        paths = window.settings.recent_projects() if hasattr(window, "settings") else []
+        for p in paths:
+            recent.addAction(p, partial(c.open_project, p))
+        if not paths:
+            recent.addAction("(none yet)").setEnabled(False)
+
+    c.recent_projects_menu.aboutToShow.connect(fill_recent)
+    c.fill_recent_projects = fill_recent
+    for key in (None, "import_coco", None, "export_coco", "export_tiff"):
         menu.addSeparator() if key is None else menu.addAction(a[key])
 
     choose("select")

@@ -22,11 +22,15 @@ from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
 from cellseg.core.project.store import ProjectStore
 
 from .commands import EditCommand
+from .project_view import ProjectViewMixin
+from .unsaved import may_leave, save_into, unsaved
 
 
-class EditingController(QObject):
+class EditingController(ProjectViewMixin, QObject):
     changed = Signal()  # annotations, selection or filters changed
     project_changed = Signal(object)  # ProjectStore | None
+    classes_changed = Signal(list)  # class names (renamed, or another project's)
+    drawing_class_changed = Signal(int)  # the class new drawings get
 
     def __init__(self, window) -> None:
         super().__init__(window)
@@ -46,6 +50,10 @@ class EditingController(QObject):
         self._rows = np.zeros(0, np.int64)  # ann rows shown on the canvas, in canvas order
         self._busy = False
         self._last_shown = None  # the Instances last handed to the window
+        # without a project: uids the image started with, and deletions on earlier visits
+        self._initial_uids: set[int] = set()
+        self._deleted_before: dict[int, int] = {}
+        self._shown_index = -1
         window.image_shown.connect(self._image_shown)
         window.instances_changed.connect(self._instances_changed)
 
@@ -57,10 +65,23 @@ class EditingController(QObject):
         except CellsegError as exc:
             self.window.show_error(str(exc))
             return False
+        if self.store is not None and self.store.path.resolve() != store.path.resolve():
+            if not may_leave(self, f"Opening {store.path.name}", store.images_dir):
+                store.close()
+                return False
         self._set_store(store)
-        if not self.window.open_path(store.images_dir):
-            return False
+        self._opening = True  # the window opens the project's own folder: nothing to ask
+        try:
+            if not self.window.open_path(store.images_dir):
+                return False
+        finally:
+            self._opening = False
+        self.sync_list()
         self._warn_read_only()
+        settings = getattr(self.window, "settings", None)
+        if settings is not None:
+            settings.add_recent_project(store.path)
+        self._load_stored_models()
         return True
 
     def _warn_read_only(self) -> None:
@@ -78,12 +99,31 @@ class EditingController(QObject):
                 self.window.show_error("open a folder of images first")
                 return False
             images_dir = self.window.source.root
+        # the models on screen go into the project: reopening it loads them, and their class
+        # count sets the project's categories
+        panel = self.window.models_panel
+        models = [panel.model_paths(k) for k in ("cascade", "pointrend")
+                  if self.window.service.has_model(k) and all(panel.model_paths(k))]
+        edits = unsaved(self.window) if self.store is None else {}
         try:
-            create_project(images_dir, path)
+            create_project(images_dir, path, models=models)
+            if edits:  # edits made before the project existed go into it
+                with ProjectStore.open(path) as store:
+                    saved = save_into(store, edits)
         except CellsegError as exc:
             self.window.show_error(str(exc))
             return False
-        return self.open_project(path)
+        if not self.open_project(path):
+            return False
+        if edits:
+            self.window.statusBar().showMessage(
+                f"the edits of {saved} image{'s' if saved != 1 else ''} are saved in the project",
+                8000)
+        return True
+
+    def may_leave(self, doing: str, next_path=None) -> bool:
+        """Ask before edits without a project (or the open project) would be dropped."""
+        return getattr(self, "_opening", False) or may_leave(self, doing, next_path)
 
     def import_coco(self, path: str | Path) -> bool:
         """Add a COCO file's annotations to the open project (all or nothing)."""
@@ -130,12 +170,21 @@ class EditingController(QObject):
         self.store = store
         self.image_id = None
         self.stored = False
+        if store is not None and self.current_class >= max(1, len(store.categories())):
+            self.current_class = 0  # the drawing class of another project's class set
         self.undo_stack.clear()
+        if store is not None and store.categories():
+            self.window._set_class_names(self.class_names())  # the project's names win
         self.project_changed.emit(store)
+        self.classes_changed.emit(self.class_names())
+        self.drawing_class_changed.emit(self.current_class)
 
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:
         self._warn_read_only()  # (the window cleared the banner for the new image)
+        if self.ann is not None and self.store is None and self._shown_index >= 0:
+            self._deleted_before[self._shown_index] = self._deleted_here()
+        self._shown_index = index
         self.selected.clear()
         self._last_shown = None
         self.ann = None
@@ -191,6 +240,8 @@ class EditingController(QObject):
             source = self._uid_source()
             uids = None if source is None else [source() for _ in range(len(instances))]
             self.ann = ImageAnnotations.from_instances(instances, uids=uids, uid_source=source)
+        self._initial_uids = set(self.ann.uids.tolist())
+        self.ann.reviewed = self.window.index in getattr(self.window, "_reviewed", set())
         self.selected.clear()
         self._rows = np.arange(len(self.ann))
         self._apply_filter_view()
@@ -273,6 +324,8 @@ class EditingController(QObject):
             self.window.set_current_instances(self._last_shown, edited=edited)
         finally:
             self._busy = False
+        if edited:
+            self._update_list_entry()
         self._apply_filter_view()
         self.changed.emit()
 
@@ -281,7 +334,15 @@ class EditingController(QObject):
         self._rows = np.flatnonzero(visible)
         if len(self._rows) != len(self.ann):
             self.canvas.set_instances(self.ann.to_instances()[self._rows])
+        # colours by uid (stable across deletes and undo) and the review state visible
+        self.canvas.overlay.set_review_state(self.ann.uids[self._rows],
+                                             self.ann.reviews[self._rows])
         self.canvas.overlay.set_selected(self.selected_positions())
+
+    def _deleted_here(self) -> int:
+        """Deletions on the current image without a project (this visit and earlier ones)."""
+        gone = len(self._initial_uids - set(self.ann.uids.tolist())) if self.ann is not None else 0
+        return self._deleted_before.get(self.window.index, 0) + gone
 
     def visible(self) -> np.ndarray:
         if self.ann is None:
@@ -367,16 +428,18 @@ class EditingController(QObject):
         self.changed.emit()
         return uid
 
+    def uid_at_position(self, pos: int) -> int:
+        """The uid of canvas instance ``pos`` (the id History names), or ``pos`` if unknown."""
+        if self.ann is None or not 0 <= pos < len(self._rows):
+            return pos
+        return int(self.ann.uids[self._rows[pos]])
+
     def single_selected(self) -> int | None:
         return next(iter(self.selected)) if len(self.selected) == 1 else None
 
     # ================================================================== commands
     def delete_selected(self) -> bool:
         return bool(self.selected) and self.run(lambda a: E.delete(a, self.selected))
-
-    def set_class_selected(self, class_id: int) -> bool:
-        self.current_class = int(class_id)
-        return bool(self.selected) and self.run(lambda a: E.set_class(a, self.selected, class_id))
 
     def review_selected(self, review: Review) -> bool:
         return bool(self.selected) and self.run(lambda a: E.set_review(a, self.selected, review))
@@ -426,8 +489,9 @@ class EditingController(QObject):
         if self.ann is None:
             return {}
         c = dict(self.ann.counts())
-        c["deleted"] = (self.store.counts(self.image_id).deleted
-                        if self.store is not None and self.image_id is not None and self.stored
-                        else 0)
+        if self.store is not None and self.image_id is not None and self.stored:
+            c["deleted"] = self.store.counts(self.image_id).deleted
+        else:
+            c["deleted"] = self._deleted_here() if self.store is None else 0
         c["shown"] = int(self.visible().sum())
         return c

@@ -6,9 +6,9 @@ from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, Q
 
 from ..icons import icon
 
-STATUSES = ("not run", "running", "predicted", "edited", "reviewed", "error")
+STATUSES = ("not run", "running", "predicted", "annotated", "edited", "reviewed", "error")
 _ICON = {"not run": "not_run", "running": "running", "predicted": "predicted", "edited": "edited",
-         "reviewed": "reviewed", "error": "error"}
+         "annotated": "annotated", "reviewed": "reviewed", "error": "error"}
 
 
 class ImageListPanel(QWidget):

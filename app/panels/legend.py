@@ -11,6 +11,7 @@ from ..canvas.colours import class_colours
 
 class LegendPanel(QWidget):
     hidden_classes_changed = Signal(frozenset)
+    class_renamed = Signal(int, str)  # class index, new name (double-click a name to edit)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -36,7 +37,8 @@ class LegendPanel(QWidget):
         colours = class_colours(np.arange(len(names)))
         for i, name in enumerate(names):
             item = QTreeWidgetItem([name, str(int(counts[i]) if i < len(counts) else 0)])
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable
+                          | Qt.ItemFlag.ItemIsEditable)
             item.setCheckState(0, Qt.CheckState.Unchecked if i in self._hidden
                                else Qt.CheckState.Checked)
             swatch = QPixmap(12, 12)
@@ -71,6 +73,16 @@ class LegendPanel(QWidget):
 
     def _item_changed(self, item: QTreeWidgetItem, column: int) -> None:
         i = self.tree.indexOfTopLevelItem(item)
+        name = item.text(0).strip()
+        if column == 0 and i < len(self._names) and name != self._names[i]:
+            if name:
+                self._names[i] = name
+                self.class_renamed.emit(i, name)
+            else:  # an empty name is not a name: put the old one back
+                self.tree.blockSignals(True)
+                item.setText(0, self._names[i])
+                self.tree.blockSignals(False)
+            return
         if item.checkState(0) == Qt.CheckState.Checked:
             self._hidden.discard(i)
         else:

@@ -1,6 +1,7 @@
 """Models panel: the two models' config + checkpoint, the device, run buttons and progress."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -27,13 +28,15 @@ def available_devices() -> list[str]:
 
 
 class _PathRow(QWidget):
-    edited = Signal()
+    edited = Signal()  # focus left the field (the pair may be half typed)
+    entered = Signal()  # Enter pressed, or a file chosen in the browser: apply now
 
     def __init__(self, placeholder: str, file_filter: str, parent=None) -> None:
         super().__init__(parent)
         self.edit = QLineEdit(self)
         self.edit.setPlaceholderText(placeholder)
         self.edit.editingFinished.connect(self.edited)
+        self.edit.returnPressed.connect(self.entered)
         button = QToolButton(self)
         button.setIcon(icon("browse"))
         button.setToolTip(f"Choose {placeholder}")
@@ -49,13 +52,20 @@ class _PathRow(QWidget):
         path, _ = file_dialogs.get_open_file_name(self, self.edit.placeholderText(), start, self._filter)
         if path:
             self.edit.setText(path)
-            self.edited.emit()
+            self.entered.emit()
 
     def text(self) -> str:
         return self.edit.text().strip()
 
 
+def _checkpoint_beside(config: str) -> str:
+    """The checkpoint a training run wrote next to ``config`` (model_final.pth), or ""."""
+    path = Path(config).with_name("model_final.pth")
+    return str(path) if path.is_file() else ""
+
+
 class ModelsPanel(QWidget):
+    _devices_found = Signal(list)
     model_changed = Signal(str, str, str)  # key, config, weights
     device_changed = Signal(str)
     precision_changed = Signal(str)  # "exact" or "fast"
@@ -67,17 +77,32 @@ class ModelsPanel(QWidget):
         super().__init__(parent)
         form = QFormLayout()
         self.rows: dict[str, tuple[_PathRow, _PathRow]] = {}
+        self.pending: dict[str, QLabel] = {}
+        self._applied: dict[str, tuple[str, str]] = {}  # the pair the service has, per model
         for key, title in MODEL_TITLES.items():
             config = _PathRow("config.yaml", "Detectron2 config (*.yaml *.yml)", self)
             weights = _PathRow("checkpoint", "Checkpoint (*.pth *.pkl)", self)
-            config.edited.connect(lambda k=key: self._emit_model(k))
-            weights.edited.connect(lambda k=key: self._emit_model(k))
+            # config and weights are applied as a pair: a config typed next to the old weights
+            # is not loaded with them (176 mismatched weights); Enter applies (or runs)
+            config.edited.connect(lambda k=key: self._emit_model(k, complete_only=True))
+            weights.edited.connect(lambda k=key: self._emit_model(k, complete_only=True))
+            config.entered.connect(lambda k=key: self._entered(k, "config"))
+            weights.entered.connect(lambda k=key: self._entered(k, "weights"))
             form.addRow(QLabel(f"<b>{title}</b>"))
             form.addRow("Config", config)
             form.addRow("Weights", weights)
             self.rows[key] = (config, weights)
+            self.pending[key] = QLabel("Press Enter to load this config with these weights",
+                                       self)
+            self.pending[key].setWordWrap(True)
+            self.pending[key].setVisible(False)
+            form.addRow(self.pending[key])
         self.device = QComboBox(self)
-        self.device.addItems(available_devices())
+        # "auto" and "cpu" at once; the GPUs once torch is imported off the GUI thread
+        # (importing torch here took most of a start-up: 4-13 s on a busy CPU)
+        self.device.addItems(["auto", "cpu"])
+        self._devices_found.connect(self.add_devices)
+        threading.Thread(target=self._find_devices, name="cellseg-devices", daemon=True).start()
         self.device.currentTextChanged.connect(self.device_changed)
         form.addRow("Device", self.device)
         self.fast = QCheckBox("Fast precision (16-bit backbone)", self)
@@ -111,10 +136,34 @@ class ModelsPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
 
-    def _emit_model(self, key: str) -> None:
+    def _emit_model(self, key: str, complete_only: bool = False) -> None:
+        """Apply the pair; with ``complete_only`` (focus left a field) only once both fields
+        differ from the applied pair, or the other one was empty."""
         config, weights = (r.text() for r in self.rows[key])
-        if config and weights:
-            self.model_changed.emit(key, config, weights)
+        if not (config and weights) or (config, weights) == self._applied.get(key):
+            return
+        old = self._applied.get(key, ("", ""))
+        if complete_only and old[0] and old[1] and (config == old[0]) != (weights == old[1]):
+            self.pending_label(key, True)  # half a pair: wait for the other field or Enter
+            return
+        self._applied[key] = (config, weights)
+        self.pending_label(key, False)
+        self.model_changed.emit(key, config, weights)
+
+    def _entered(self, key: str, field: str) -> None:
+        config, weights = (r.text() for r in self.rows[key])
+        if field == "config" and config and (config, weights) != self._applied.get(key):
+            sibling = _checkpoint_beside(config)
+            old_weights = self._applied.get(key, ("", ""))[1]
+            if sibling and (not weights or weights == old_weights):
+                self.rows[key][1].edit.setText(sibling)  # the run's own checkpoint
+        if (config, self.rows[key][1].text()) == self._applied.get(key):
+            self.run_requested.emit()  # nothing to change: Enter runs, as the Run button
+            return
+        self._emit_model(key)
+
+    def pending_label(self, key: str, pending: bool) -> None:
+        self.pending[key].setVisible(pending)
 
     def set_model_paths(self, key: str, config: str, weights: str, emit: bool = True) -> None:
         c, w = self.rows[key]
@@ -122,6 +171,9 @@ class ModelsPanel(QWidget):
         w.edit.setText(str(weights))
         if emit:
             self._emit_model(key)
+        else:
+            self._applied[key] = (c.text(), w.text())
+            self.pending_label(key, False)
 
     def model_paths(self, key: str) -> tuple[str, str]:
         c, w = self.rows[key]
@@ -129,7 +181,10 @@ class ModelsPanel(QWidget):
 
     def set_device(self, device: str) -> None:
         if self.device.findText(device) < 0:
-            device = "auto"
+            if device.startswith("cuda"):  # remembered; the GPU list may still be coming
+                self.device.addItem(device)
+            else:
+                device = "auto"
         self.device.setCurrentText(device)
 
     def precision(self) -> str:
@@ -137,6 +192,19 @@ class ModelsPanel(QWidget):
 
     def set_precision(self, precision: str) -> None:
         self.fast.setChecked(precision == "fast")
+
+    def _find_devices(self) -> None:
+        devices = available_devices()
+        try:
+            self._devices_found.emit(devices)
+        except RuntimeError:  # the panel was closed meanwhile
+            pass
+
+    def add_devices(self, devices: list[str]) -> None:
+        """Add devices found after start-up (cuda:N), keeping the current choice."""
+        for d in devices:
+            if self.device.findText(d) < 0:
+                self.device.addItem(d)
 
     def set_running_device(self, text: str) -> None:
         self.device_label.setText(text)

@@ -70,6 +70,15 @@ class PostprocessPanel(QWidget):
         self.soft_nms.toggled.connect(self._enable)
         self._enable(False)
 
+    def set_model_cap(self, cap: int) -> None:
+        """Say what "no limit" means: the model itself (and TTA's merge) keeps at most the
+        config's TEST.DETECTIONS_PER_IMAGE detections."""
+        text = f"model's cap ({cap})" if cap > 0 else "no limit"
+        self.max_det.setSpecialValueText(text)
+        self.max_det.setToolTip(f"Keep the N best detections per image. 0 = {text}: the "
+                                "config's TEST.DETECTIONS_PER_IMAGE caps what the model returns "
+                                "(with or without TTA); raise it in the config for more.")
+
     def _score_moved(self, value: int) -> None:
         self.score_label.setText(f"{value / 100:.2f}")
         self.changed.emit()

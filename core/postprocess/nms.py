@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torchvision.ops import batched_nms
 
 
 def nms(boxes, scores, classes=None, iou_threshold: float = 0.5) -> np.ndarray:
@@ -11,6 +9,11 @@ def nms(boxes, scores, classes=None, iou_threshold: float = 0.5) -> np.ndarray:
 
     Boxes of different classes never suppress each other. ``boxes`` (N, 4) XYXY.
     """
+    # imported here, not at module level: the app imports the post-processing settings at
+    # start-up, and torch + torchvision take most of a start-up on a small CPU (10+ s)
+    import torch
+    from torchvision.ops import batched_nms
+
     boxes = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
     scores = torch.as_tensor(np.asarray(scores, np.float32).reshape(-1))
     if classes is None:

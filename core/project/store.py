@@ -364,10 +364,11 @@ class ProjectStore:
                 for r in self._conn.execute(sql + " GROUP BY image_id")}
 
     def exportable(self, reviewed_only: bool = False) -> Iterator["ExportImage"]:
-        """Each image's exportable instances in id order: deleted and rejected ones left out."""
+        """Each image's exportable instances in id order: deleted, rejected and empty ones (no
+        pixel: a model's empty mask, box [0, 0, 0, 0]) left out."""
         for image in self.images(reviewed=True if reviewed_only else None):
             ann = self.load(image.id)
-            keep = np.flatnonzero(ann.reviews != Review.REJECTED)
+            keep = np.flatnonzero((ann.reviews != Review.REJECTED) & (ann.masks.areas() > 0))
             labels = dict(self._conn.execute(
                 "SELECT id, label_id FROM instances WHERE image_id = ? AND deleted = 0",
                 (image.id,)).fetchall())

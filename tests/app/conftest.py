@@ -26,15 +26,23 @@ def settings(tmp_path):
     return AppSettings.from_file(tmp_path / "settings.ini")
 
 
+def _forget_unsaved_edits(win) -> None:
+    """A test's edits made without a project would ask "Save in a new project?" on close."""
+    win._edited.clear()
+    win._reviewed.clear()
+
+
 @pytest.fixture
 def window(qtbot, settings):
     from cellseg.app.window import MainWindow
 
     win = MainWindow(settings)
-    qtbot.addWidget(win)  # closed at teardown: closeEvent stops the worker threads
+    # closed at teardown: closeEvent stops the worker threads
+    qtbot.addWidget(win, before_close_func=_forget_unsaved_edits)
     win.resize(1200, 800)
     win.show()
     yield win
+    _forget_unsaved_edits(win)
     win.close()
 
 
