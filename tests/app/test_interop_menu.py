@@ -84,7 +84,7 @@ def test_import_coco_results_review_one_and_export(qtbot, app_window, monkeypatc
     uid = next(iter(c.selected))
     assert c.ann.scores[c.ann.index_of(uid)] == c.ann.scores.min()
     qtbot.keyClick(window.canvas, Qt.Key.Key_A)
-    with ProjectStore.open(c.store.path) as again:
+    with ProjectStore.open(c.store.path, read_only=True) as again:
         ann = again.load(again.images()[0].id)
         assert ann.reviews[ann.uids == uid].tolist() == [Review.ACCEPTED]
     # export: COCO for CVAT, GeoJSON for QuPath
