@@ -163,9 +163,13 @@ def measure(case: Case, device: str, repeat: int, threads: int, env: dict,
             d2_python: str | None) -> dict:
     """Median seconds per engine over ``repeat`` alternated calls, plus peak RSS."""
     workers = {"project": Worker(project_argv(case, device, threads), env)}
+    upstream_error = None
     try:
         if d2_python and device == "cpu":
-            workers["upstream"] = Worker(upstream_argv(d2_python, case, threads), env)
+            try:
+                workers["upstream"] = Worker(upstream_argv(d2_python, case, threads), env)
+            except RuntimeError as exc:  # still report the project's side
+                upstream_error = str(exc)
         names = list(workers)
         for i in range(repeat):
             for name in (names if i % 2 == 0 else names[::-1]):
@@ -173,12 +177,15 @@ def measure(case: Case, device: str, repeat: int, threads: int, env: dict,
     finally:
         for w in workers.values():
             w.close()
-    return {name: {"seconds": statistics.median(r["seconds"] for r in w.replies),
-                   "all": [round(r["seconds"], 3) for r in w.replies],
-                   "instances": w.replies[-1]["instances"],
-                   "peak_rss_mb": max(r["peak_rss_mb"] for r in w.replies),
-                   "peak_gpu_mb": w.replies[-1].get("peak_gpu_mb")}
-            for name, w in workers.items()}
+    results = {name: {"seconds": statistics.median(r["seconds"] for r in w.replies),
+                      "all": [round(r["seconds"], 3) for r in w.replies],
+                      "instances": w.replies[-1]["instances"],
+                      "peak_rss_mb": max(r["peak_rss_mb"] for r in w.replies),
+                      "peak_gpu_mb": w.replies[-1].get("peak_gpu_mb")}
+               for name, w in workers.items()}
+    if upstream_error:
+        results["upstream_error"] = upstream_error
+    return results
 
 
 def recorded_upstream_seconds(model: str, mode: str):
@@ -263,6 +270,8 @@ def main() -> int:
                                                if fixture and device == "cpu" else None)
                 ratio = f"{p['seconds'] / up_s:.2f}x" if up_s else ""
                 mark = "" if u or up_s is None else " (recorded)"
+                if r.get("upstream_error"):
+                    mark += f" (upstream failed: {r['upstream_error']})"
                 inst = f"{p['instances']}/{u['instances']}" if u else str(p["instances"])
                 rss = (f"{p['peak_rss_mb']:.0f}/{u['peak_rss_mb']:.0f}" if u
                        else f"{p['peak_rss_mb']:.0f}")
