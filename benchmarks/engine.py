@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -136,7 +137,9 @@ class Worker:
         self.replies.append(reply)
         return reply
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write("quit\n")
@@ -175,8 +178,9 @@ def measure(case: Case, device: str, repeat: int, threads: int, env: dict,
             for name in (names if i % 2 == 0 else names[::-1]):
                 workers[name].run()
     finally:
+        failed = sys.exc_info()[0] is not None  # interrupted: do not wait for a call to end
         for w in workers.values():
-            w.close()
+            w.close(kill=failed)
     results = {name: {"seconds": statistics.median(r["seconds"] for r in w.replies),
                       "all": [round(r["seconds"], 3) for r in w.replies],
                       "instances": w.replies[-1]["instances"],
@@ -240,6 +244,8 @@ def main() -> int:
         return 0
     import torch
 
+    # a kill (timeout, Ctrl-C) still stops the workers and removes the temporary weights
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     threads = args.threads or torch.get_num_threads()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     d2_venv = os.environ.get("D2_VENV")
