@@ -48,7 +48,8 @@ class ROIPooler(nn.Module):
             return self._pool(features[0], rois, self.scales[0])
         levels = assign_boxes_to_levels(boxes, self.min_level, self.max_level,
                                         self.canonical_box_size, self.canonical_level)
-        out = features[0].new_zeros((len(rois), channels) + self.output_size)
+        # every box is assigned exactly one level, so every row is written: no zero-fill
+        out = features[0].new_empty((len(rois), channels) + self.output_size)
         for level, (feat, scale) in enumerate(zip(features, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if len(inds):

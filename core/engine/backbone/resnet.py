@@ -38,10 +38,8 @@ class BasicBlock(_Block):
                 c2_msra_fill(layer)
 
     def forward(self, x):
-        out = F.relu_(self.conv1(x))
-        out = self.conv2(out)
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
-        return F.relu_(out)
+        out = self.conv1.forward_relu(x)
+        return self.conv2.forward_add_relu(out, self.shortcut(x) if self.shortcut is not None else x)
 
 
 class BottleneckBlock(_Block):
@@ -83,7 +81,7 @@ class BottleneckBlock(_Block):
             nn.init.constant_(self.conv2_offset.bias, 0)
 
     def forward(self, x):
-        out = F.relu_(self.conv1(x))
+        out = self.conv1.forward_relu(x)
         if self.deform:
             offset = self.conv2_offset(out)
             if self.deform_modulated:
@@ -92,12 +90,12 @@ class BottleneckBlock(_Block):
                 out = self.conv2(out, offset[:, : 2 * n], offset[:, 2 * n:].sigmoid())
             else:
                 out = self.conv2(out, offset)
+            out = F.relu_(out)
         else:
-            out = self.conv2(out)
-        out = F.relu_(out)
-        out = self.conv3(out)
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
-        return F.relu_(out)
+            out = self.conv2.forward_relu(out)
+        # shortcut first: the fused conv3 + sum + ReLU reads it as a finished tensor
+        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        return self.conv3.forward_add_relu(out, shortcut)
 
 
 class BasicStem(_Block):
@@ -108,7 +106,7 @@ class BasicStem(_Block):
         c2_msra_fill(self.conv1)
 
     def forward(self, x):
-        x = F.relu_(self.conv1(x))
+        x = self.conv1.forward_relu(x)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 

@@ -73,6 +73,34 @@ def sample_fine_features(features: list[torch.Tensor], scales: list[float],
     return torch.cat(per_image, dim=0)
 
 
+def sample_point_features(features: list[torch.Tensor], scales: list[float],
+                          boxes: list[torch.Tensor], coords: torch.Tensor,
+                          extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Points-major fine features: (R, P, sum C [+ E]), ``extra`` (R, P, E) appended.
+
+    The point head's input is built here in one buffer, written once per level: no
+    channels-major intermediate to transpose, no separate concatenation with the coarse
+    logits (upstream's ``cat`` of the two, in the same column order).
+    """
+    in_image = coords_in_image(torch.cat(boxes), coords)
+    r, p = coords.shape[:2]
+    width = sum(f.shape[1] for f in features) + (0 if extra is None else extra.shape[2])
+    out = coords.new_empty((r, p, width), dtype=features[0].dtype)
+    start = 0
+    for i, pts in enumerate(torch.split(in_image, [len(b) for b in boxes])):
+        end, col = start + len(pts), 0
+        for feat, scale in zip(features, scales):
+            h, w = feat.shape[-2:]
+            size = torch.as_tensor([w, h]) / scale
+            sampled = point_sample(feat[i:i + 1], (pts / size.to(feat.device)).unsqueeze(0))
+            out[start:end, :, col:col + feat.shape[1]] = sampled[0].permute(1, 2, 0)
+            col += feat.shape[1]
+        start = end
+    if extra is not None:
+        out[:, :, col:] = extra
+    return out
+
+
 def point_uncertainty(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """-|logit| of each instance's class: the points nearest the decision boundary score highest."""
     if logits.shape[1] == 1:
@@ -146,28 +174,21 @@ class StandardPointHead(nn.Module):
         nn.init.constant_(self.predictor.bias, 0)
 
     def forward(self, fine, coarse):
-        """(R, C, P) fine features and (R, K, P) coarse logits -> (R, classes, P) logits.
+        """(R, C, P) fine features and (R, K, P) coarse logits -> (R, classes, P) logits."""
+        x = torch.cat([fine, coarse], dim=1).transpose(1, 2)
+        return self.forward_points(x, coarse.transpose(1, 2)).transpose(1, 2)
 
-        Each 1x1 Conv1d over [x, coarse] is computed as x W_x^T + coarse W_c^T on points-major
-        (R*P, C) rows: the same sums as upstream's concatenation, but one large GEMM per layer
-        instead of R small ones, and no copy of the coarse logits into every layer's input.
+    def forward_points(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Points-major: (R, P, C + K) [fine, coarse] rows and (R, P, K) coarse -> (R, P, classes).
+
+        Each 1x1 Conv1d of upstream is one GEMM over all R*P points here (not R small ones),
+        on the same concatenated inputs, so the sums are upstream's.
         """
-        x = fine.transpose(1, 2).contiguous()
-        c = coarse.transpose(1, 2).contiguous()
-        for k, layer in enumerate(self.fc_layers):
-            with_coarse = k == 0 or self.coarse_pred_each_layer
-            x = F.relu_(self._point_fc(layer, x, c if with_coarse else None))
-        out = self._point_fc(self.predictor, x, c if self.coarse_pred_each_layer else None)
-        return out.transpose(1, 2)
-
-    @staticmethod
-    def _point_fc(layer: nn.Conv1d, x, coarse):
-        w = layer.weight[:, :, 0]
-        n = x.shape[-1]
-        out = F.linear(x, w[:, :n], layer.bias)
-        if coarse is not None:
-            out.add_(F.linear(coarse, w[:, n:]))
-        return out
+        for layer in self.fc_layers:
+            x = F.relu_(F.linear(x, layer.weight[:, :, 0], layer.bias))
+            if self.coarse_pred_each_layer:
+                x = torch.cat([x, coarse], dim=2)
+        return F.linear(x, self.predictor.weight[:, :, 0], self.predictor.bias)
 
 
 @POINT_HEAD.register("StandardPointHead")
@@ -216,9 +237,12 @@ class PointRendMaskHead(nn.Module):
         return feats.view(n, feats.shape[1], self.roi_size, self.roi_size)
 
     def point_logits(self, features: dict, boxes, coords, coarse):
-        fine = sample_fine_features([features[k] for k in self.point_in_features],
-                                    [self._scales[k] for k in self.point_in_features], boxes, coords)
-        return self.point_head(fine, point_sample(coarse, coords))
+        """(R, classes, P) point head logits at ``coords`` (R, P, 2) of the boxes."""
+        coarse_pts = point_sample(coarse, coords).transpose(1, 2)  # (R, P, K)
+        x = sample_point_features([features[k] for k in self.point_in_features],
+                                  [self._scales[k] for k in self.point_in_features], boxes,
+                                  coords, coarse_pts)
+        return self.point_head.forward_points(x, coarse_pts).transpose(1, 2)
 
     def predict(self, features: dict, boxes: list[torch.Tensor], classes: list[torch.Tensor]):
         """(R, 1, S, S) mask probabilities of each box's class (S = final subdivision size)."""
