@@ -3,8 +3,6 @@ library: roifile reads our ROI sets, shapely our GeoJSON, a cellpose-style _seg.
 the same label image, a COCO results file becomes a project's predictions to review."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -16,19 +14,13 @@ import shapely
 import tifffile
 from shapely.geometry import shape
 
-from cellseg.core.cli import main
 from cellseg.core.interop.polygons import trace_mask
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import create_project
 from cellseg.core.project.store import Category, ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
-
-def cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+from .test_project_cli import cli
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,25 @@ from cellseg.core.project.exchange import create_project
 from cellseg.core.project.store import Category, ProjectStore
 
 
-@pytest.fixture
-def project_path(tmp_path, nuclei_dir, nuclei_instances):
+def nuclei_project(tmp_path, nuclei_dir, nuclei_instances, categories):
+    """A project of the nuclei image holding the 125 nuclei as model predictions (scores
+    0.3 .. 1.0), all of class 0."""
     images = tmp_path / "images"
     images.mkdir()
     (images / "img2d.tif").write_bytes((nuclei_dir / "img2d.tif").read_bytes())
     path = tmp_path / "nuclei.cellseg"
     create_project(images, path)
-    # the 125 nuclei as model predictions (scores 0.3 .. 1.0), one class
     inst = nuclei_instances.replace(classes=np.zeros(len(nuclei_instances), np.int64))
     with ProjectStore.open(path) as store:
-        store.set_categories([Category(0, 1, "nucleus"), Category(1, 2, "mitotic")])
+        store.set_categories(categories)
         store.add_instances(store.image_by_name("img2d.tif").id, inst, Origin.MODEL)
     return path
+
+
+@pytest.fixture
+def project_path(tmp_path, nuclei_dir, nuclei_instances):
+    return nuclei_project(tmp_path, nuclei_dir, nuclei_instances,
+                          [Category(0, 1, "nucleus"), Category(1, 2, "mitotic")])
 
 
 @pytest.fixture

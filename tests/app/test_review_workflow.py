@@ -7,28 +7,15 @@ import pytest
 from PySide6.QtCore import Qt
 
 from cellseg.core.project.edits import Origin
-from cellseg.core.project.exchange import create_project, export_coco
+from cellseg.core.project.exchange import export_coco
 from cellseg.core.project.store import Category, ProjectStore
 
-from test_editing_tools import centre, click, key  # noqa: F401
-
-
-def _project(tmp_path, nuclei_dir, nuclei_instances, categories) -> "Path":
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / "img2d.tif").write_bytes((nuclei_dir / "img2d.tif").read_bytes())
-    path = tmp_path / "nuclei.cellseg"
-    create_project(images, path)
-    inst = nuclei_instances.replace(classes=np.zeros(len(nuclei_instances), np.int64))
-    with ProjectStore.open(path) as store:
-        store.set_categories(categories)
-        store.add_instances(store.image_by_name("img2d.tif").id, inst, Origin.MODEL)
-    return path
+from test_editing_tools import centre, click, key, nuclei_project  # noqa: F401
 
 
 @pytest.fixture
 def one_class_project(tmp_path, nuclei_dir, nuclei_instances):
-    return _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+    return nuclei_project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
 
 
 def _open(qtbot, window, path, n=125):
@@ -107,7 +94,7 @@ def test_item13_an_empty_instance_is_not_exported(qtbot, window, tmp_path, nucle
 
     from cellseg.core.structures import CroppedMasks, Instances
 
-    path = _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+    path = nuclei_project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
     h, w = nuclei_instances.image_size
     empty = Instances((h, w), np.zeros((1, 4), np.float32), np.array([0.9], np.float32),
                       np.zeros(1, np.int64),
@@ -217,7 +204,7 @@ def test_item9_counters_follow_edits_review_and_reopening(qtbot, window, tmp_pat
     assert "deleted 1" in c.panel.counts.text()  # was "deleted 0" without a project
 
     # a project: one image reviewed, one with imported annotations never shown yet
-    path = _project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
+    path = nuclei_project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
     images = tmp_path / "images"
     (images / "second.tif").write_bytes((nuclei_dir / "img2d.tif").read_bytes())
     with ProjectStore.open(path) as store:
@@ -452,7 +439,7 @@ def test_item3_class_names_shown_renamable_and_the_drawing_class_in_the_toolbar(
     # issue 18.3: the legend showed "class 0..2" after reopening, imported names ("nucleus")
     # never appeared, classes could not be renamed and the drawing class was shown nowhere;
     # fails without the project's names in the legend, rename_class and the Draw as box
-    path = _project(tmp_path, nuclei_dir, nuclei_instances,
+    path = nuclei_project(tmp_path, nuclei_dir, nuclei_instances,
                     [Category(0, 1, "nucleus"), Category(1, 2, "mitotic")])
     c = _open(qtbot, window, path)
     assert list(window.legend.counts()) == ["nucleus", "mitotic"]
