@@ -190,7 +190,9 @@ class Conv2d(nn.Conv2d):
         return x if self.activation is None else self.activation(x)
 
     def _fusable(self, x: torch.Tensor, residual) -> bool:
+        # (under autocast, or with 16-bit weights from fast precision, F.conv2d casts: keep it)
         return (_ONEDNN_FUSION and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
                 and not torch.is_grad_enabled() and x.dim() == 4 and x.numel() > 0
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and (residual is None or (residual.shape[1] == self.out_channels
