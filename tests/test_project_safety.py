@@ -337,4 +337,5 @@ def test_power_cut_at_random_moments_leaves_a_prefix_of_the_edits(project_path, 
             log = store.edit_log(image_id)
             assert reported <= k <= n
             assert len(log) == k and all(label == "Draw instance" for _, _, label, _ in log)
-            assert store.counts(image_id).drawn == k
+            # (a later drawing may cover an earlier one whole, which removes it)
+            assert store.counts(image_id).drawn <= k and (k == 0 or store.counts(image_id).drawn > 0)
