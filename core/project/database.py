@@ -140,8 +140,18 @@ def check_project(conn: sqlite3.Connection, path: Path, read_only: bool = False)
                         "it from a backup")
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, existing: bool = False) -> sqlite3.Connection:
+    """The writer's connection: WAL journal, full sync, migrated to the current schema.
+
+    ``existing``: the file must already be a sound cellseg project (:func:`check_project`,
+    before anything is written to it)."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    if existing:
+        try:
+            check_project(conn, path)
+        except BaseException:
+            conn.close()
+            raise
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")  # a finished edit survives a power cut too

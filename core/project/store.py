@@ -147,14 +147,8 @@ class ProjectStore:
             return cls(path, conn, None, reason)
         lock = ProjectLock.acquire(path)
         try:
-            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            try:
-                check_project(conn, path)
-            except BaseException:
-                conn.close()
-                raise
-            conn.close()  # the header was read through SQLite: no raw open of the file
-            return cls(path, connect(path), lock)
+            # the header is read through SQLite itself: no raw open of the file
+            return cls(path, connect(path, existing=True), lock)
         except BaseException:
             lock.release()
             raise
