@@ -19,7 +19,12 @@ in many images: raise it with --detections-per-image). Post-processing is opt-in
 --soft-nms, --wbf (with two or more --model), --score-threshold.
 
 Images are converted by the documented rule (8-bit as is; 16-bit/float by a 1..99.8
-percentile stretch; grayscale repeated to 3 channels)."""
+percentile stretch; grayscale repeated to 3 channels).
+
+Large images: --tile predicts tile by tile at native resolution (--tile-scale) instead of
+shrinking the whole image to INPUT.MIN_SIZE_TEST, one stretch for the whole image, and merges
+instances across tile seams (cellseg.core.tiling.stitch documents the rule). The
+TEST.DETECTIONS_PER_IMAGE cap then applies per tile."""
 
 
 def add_arguments(p) -> None:
@@ -48,6 +53,17 @@ def add_arguments(p) -> None:
                    help="fuse the models' predictions with Weighted Boxes Fusion (boxes and masks)")
     p.add_argument("--score-threshold", type=float, default=0.0,
                    help="drop predictions scoring below this (default 0: keep all)")
+    p.add_argument("--tile", type=int, nargs="?", const=0, metavar="SIZE",
+                   help="predict large images tile by tile at native resolution instead of "
+                        "shrinking them to INPUT.MIN_SIZE_TEST; SIZE in image pixels (alone: "
+                        "the config's largest INPUT.MIN_SIZE_TRAIN); instances cut by tile "
+                        "seams are merged and duplicates from the overlaps removed")
+    p.add_argument("--overlap", type=int, metavar="PX",
+                   help="pixels shared by neighbouring tiles (default: tile / 8); make it "
+                        "wider than the largest cell")
+    p.add_argument("--tile-scale", type=float, metavar="S",
+                   help="model input pixels per image pixel for tiles (default 1.0: native "
+                        "resolution; 2 enlarges tiles two-fold)")
     p.add_argument("--image-ids-from", metavar="GT_JSON",
                    help="take image_id from a COCO ground-truth file by file name, so that "
                         "`cellseg eval` can match the results")
@@ -114,7 +130,8 @@ def run(args) -> int:
     results = []
     for n, (path, image_id) in enumerate(zip(paths, ids), 1):
         image = read_image(path)
-        raw = {f"model{i}": p(image, tta=args.tta) for i, p in enumerate(predictors)}
+        raw = {f"model{i}": _predict(p, image, args, path.name)
+               for i, p in enumerate(predictors)}
         instances = postprocess(raw)
         results.extend(instances.to_coco_results(image_id, path.name))
         print(f"[{n}/{len(paths)}] {path.name}: {len(instances)} instances", file=sys.stderr)
@@ -125,6 +142,60 @@ def run(args) -> int:
     tmp.replace(out)
     print(f"wrote {len(results)} predictions for {len(paths)} images to {out}", file=sys.stderr)
     return 0
+
+
+def _tile_settings(args, predictor):
+    """The --tile/--overlap/--tile-scale settings, defaults from the model's config."""
+    from ..tiling import TileSettings, default_tile_settings
+
+    default = default_tile_settings(predictor.cfg)
+    tile = args.tile or default.tile
+    overlap = args.overlap if args.overlap is not None else tile // 8
+    scale = args.tile_scale if args.tile_scale is not None else default.scale
+    try:
+        return TileSettings(tile, overlap, scale)
+    except ValueError as exc:
+        raise CellsegError(f"--tile/--overlap/--tile-scale: {exc}") from exc
+
+
+def _predict(predictor, image, args, name: str):
+    """One model on one image: whole, or tiled with a progress bar on stderr."""
+    if args.tile is None:
+        if args.overlap is not None or args.tile_scale is not None:
+            raise CellsegError("--overlap and --tile-scale need --tile")
+        return predictor(image, tta=args.tta)
+    from ..tiling import predict_tiled
+
+    settings = _tile_settings(args, predictor)
+    bar = ProgressBar(f"{name} tiles")
+    result = predict_tiled(predictor, image, settings, tta=args.tta, progress=bar)
+    bar.close()
+    return result
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (redrawn in place on a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, stream=None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        filled = self.WIDTH * done // max(total, 1)
+        line = f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total}"
+        if self.tty:
+            self.stream.write("\r" + line)
+        elif done == total or done == 1 or done % max(1, total // 10) == 0:
+            self.stream.write(line + "\n")  # a log file gets about ten lines, not one per tile
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _pipeline(args, n_models: int):

@@ -77,24 +77,49 @@ class Predictor:
             return min(FEATURE_CACHE_BYTES, free // 4)
         return FEATURE_CACHE_BYTES
 
-    def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
+    def __call__(self, image: np.ndarray, tta: bool = False,
+                 scale: float | None = None) -> Instances:
+        """Predict one image.
+
+        Args:
+            image: (H, W[, C]) array as ``read_image`` returns it.
+            tta: test-time augmentation as the config's ``TEST.AUG`` says.
+            scale: model input pixels per image pixel (tiled prediction: 1.0 = native
+                resolution). None: Detectron2's rule, the short side resized to
+                ``INPUT.MIN_SIZE_TEST`` (long side capped at ``INPUT.MAX_SIZE_TEST``). With TTA
+                the augmentation sizes are scaled by the same factor relative to that rule.
+
+        Returns:
+            Instances in ``image``'s pixels.
+        """
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
+        min_size, max_size, factor = self._input_size(image.shape[:2], scale)
         exact_cuda = self.device.type == "cuda" and self.precision.dtype is None
         with torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG
                 return inference_with_tta(
-                    self.model, image, min_sizes=list(aug.MIN_SIZES), max_size=aug.MAX_SIZE,
+                    self.model, image,
+                    min_sizes=[max(1, round(s * factor)) for s in aug.MIN_SIZES],
+                    max_size=max(1, round(aug.MAX_SIZE * factor)),
                     flip=aug.FLIP, num_classes=self.num_classes,
                     nms_thresh=self.cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
                     max_dets=self.cfg.TEST.DETECTIONS_PER_IMAGE, mask_on=self.mask_on,
                     feature_cache_bytes=self._feature_cache_budget())
-            resized = resize_shortest_edge(image, self.cfg.INPUT.MIN_SIZE_TEST,
-                                           self.cfg.INPUT.MAX_SIZE_TEST)
+            resized = resize_shortest_edge(image, min_size, max_size)
             # DefaultPredictor feeds float32 pixels
             tensor = torch.from_numpy(resized.astype(np.float32).transpose(2, 0, 1))
             det = self.model.forward_detections([tensor])[0]
             return postprocess(det, resized.shape[:2], image.shape[:2])
+
+    def _input_size(self, size: tuple[int, int], scale: float | None) -> tuple[int, int, float]:
+        """(short side, long-side cap) of the model input, and its ratio to the config's rule."""
+        min_size, max_size = int(self.cfg.INPUT.MIN_SIZE_TEST), int(self.cfg.INPUT.MAX_SIZE_TEST)
+        if scale is None:
+            return min_size, max_size, 1.0
+        short = max(1, round(min(size) * scale))
+        cap = max(short, int(np.ceil(max(size) * scale)) + 1)
+        return short, cap, short / min_size if min_size > 0 else scale
 
 
 def load_predictor(config, weights, device: str = "auto", overrides: list[str] | None = None,

@@ -43,6 +43,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # img_labels.png, class1.tif): folder scans skip them
 _LABEL_IMAGE_NAME = re.compile(r"(^|[_\-.])(masks?|labels?|seg|class\d+)([_\-.\d]|$)", re.I)
 PERCENTILES = (1.0, 99.8)
+STRETCH_SAMPLES = 1 << 25  # values read to find the stretch (exact below this)
 # OpenCV refuses to decode more than OPENCV_IO_MAX_IMAGE_PIXELS (2**30), a value it reads once
 # when cv2 is imported. The header check against CELLSEG_MAX_PIXELS is the gate here, so lift
 # OpenCV's own limit (unless the user set it) for images the user has allowed.
@@ -142,17 +143,42 @@ def _normalise_layout(image: np.ndarray, path: Path) -> np.ndarray:
     return image
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Rule step 2: uint8 passes through; anything else gets the 1..99.8 percentile stretch."""
+def stretch_limits(image, max_samples: int = STRETCH_SAMPLES) -> tuple[float, float] | None:
+    """Rule step 2's grey levels for an image: its 1 and 99.8 percentiles (None for uint8).
+
+    Args:
+        image: (H, W[, C]) array-like of any dtype.
+        max_samples: above this many values the percentiles are taken on a regular grid of
+            pixels (every k-th row and column) so that a 16k x 16k image needs no float copy of
+            itself; below it they are exact.
+
+    Returns:
+        (lo, hi) for :func:`to_uint8`, (0, 0) when there is no finite value, or None when the
+        image is uint8 (which passes through unchanged).
+    """
     if image.dtype == np.uint8:
-        return image
-    values = image.astype(np.float64, copy=False)
+        return None
+    step = max(1, int(np.ceil(np.sqrt(np.prod(image.shape) / max_samples))))
+    values = np.asarray(image[::step, ::step]).astype(np.float64, copy=False)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
+        return 0.0, 0.0
     lo, hi = np.percentile(finite, PERCENTILES)
+    return float(lo), float(hi)
+
+
+def to_uint8(image: np.ndarray, limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Rule step 2: uint8 passes through; anything else gets the 1..99.8 percentile stretch.
+
+    ``limits``: (lo, hi) from :func:`stretch_limits` of a larger image this one is a part of
+    (a tile), so that all parts share one stretch; by default this image's own.
+    """
+    if image.dtype == np.uint8:
+        return image
+    lo, hi = stretch_limits(image) if limits is None else limits
     if hi <= lo:
         return np.zeros(image.shape, np.uint8)
+    values = image.astype(np.float64, copy=False)
     scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0.0, 1.0) * 255.0
     return np.floor(scaled).astype(np.uint8)
 
