@@ -1,9 +1,12 @@
 """``cellseg predict``: run one model (or an ensemble of several) on images, write COCO results."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import CellsegError, DataError
 
@@ -29,7 +32,8 @@ TEST.DETECTIONS_PER_IMAGE cap then applies per tile."""
 
 def add_arguments(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files or folders of images (TIFF, PNG, JPEG)")
+                   help="image files or folders of images (TIFF, PNG, JPEG), or OME-Zarr "
+                        "images (.zarr folders)")
     p.add_argument("--config", help="Detectron2 config.yaml of the model")
     p.add_argument("--weights", help="checkpoint (.pth or model-zoo .pkl) of the model")
     p.add_argument("--model", nargs=2, action="append", metavar=("CONFIG", "WEIGHTS"),
@@ -74,9 +78,13 @@ def _image_paths(items: list[str]) -> list[Path]:
     from ..io import IMAGE_SUFFIXES
 
     paths = []
+    from ..io.large import is_zarr
+
     for item in items:
         path = Path(item)
-        if path.is_dir():
+        if is_zarr(path):  # an OME-Zarr image is a folder
+            paths.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise DataError(f"no images in folder {path}")
@@ -115,7 +123,6 @@ def _image_ids(gt_path: str | None, paths: list[Path]) -> list[int]:
 
 def run(args) -> int:
     from ..engine import load_predictor
-    from ..io import read_image
 
     models = _models(args)
     paths = _image_paths(args.images)
@@ -129,9 +136,9 @@ def run(args) -> int:
     postprocess = _pipeline(args, len(predictors))
     results = []
     for n, (path, image_id) in enumerate(zip(paths, ids), 1):
-        image = read_image(path)
-        raw = {f"model{i}": _predict(p, image, args, path.name)
-               for i, p in enumerate(predictors)}
+        with _read(path, tiled=args.tile is not None) as image:
+            raw = {f"model{i}": _predict(p, image, args, path.name)
+                   for i, p in enumerate(predictors)}
         instances = postprocess(raw)
         results.extend(instances.to_coco_results(image_id, path.name))
         print(f"[{n}/{len(paths)}] {path.name}: {len(instances)} instances", file=sys.stderr)
@@ -142,6 +149,17 @@ def run(args) -> int:
     tmp.replace(out)
     print(f"wrote {len(results)} predictions for {len(paths)} images to {out}", file=sys.stderr)
     return 0
+
+
+def _read(path: Path, tiled: bool):
+    """The image as a context: a LargeImage that tiles read window by window (also for any
+    OME-Zarr), else the whole array as ``read_image`` gives it."""
+    from ..io import read_image
+    from ..io.large import is_zarr, open_large
+
+    if tiled or is_zarr(path):
+        return open_large(path)
+    return contextlib.nullcontext(read_image(path))
 
 
 def _tile_settings(args, predictor):
@@ -163,12 +181,15 @@ def _predict(predictor, image, args, name: str):
     if args.tile is None:
         if args.overlap is not None or args.tile_scale is not None:
             raise CellsegError("--overlap and --tile-scale need --tile")
-        return predictor(image, tta=args.tta)
+        return predictor(image if isinstance(image, np.ndarray) else image[:], tta=args.tta)
     from ..tiling import predict_tiled
+
+    from ..io.image import stretch_limits
 
     settings = _tile_settings(args, predictor)
     bar = ProgressBar(f"{name} tiles")
-    result = predict_tiled(predictor, image, settings, tta=args.tta, progress=bar)
+    result = predict_tiled(predictor, image, settings, tta=args.tta, progress=bar,
+                           limits=stretch_limits(image.overview()))
     bar.close()
     return result
 

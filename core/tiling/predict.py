@@ -20,7 +20,8 @@ class ScalablePredictor(Protocol):
 
 def predict_tiled(predictor: ScalablePredictor, image, settings: TileSettings,
                   tta: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> Instances:
+                  progress: Callable[[int, int], None] | None = None,
+                  limits: tuple[float, float] | None = None) -> Instances:
     """Predict a large image tile by tile and stitch the result.
 
     The intensity conversion (the 1..99.8 percentile stretch of 16-bit and float images) is
@@ -36,13 +37,16 @@ def predict_tiled(predictor: ScalablePredictor, image, settings: TileSettings,
         tta: test-time augmentation per tile, as the config's TEST.AUG says.
         progress: called with (tiles done, tiles in all) after each tile; it may raise (for
             example to cancel) and the exception propagates between tiles.
+        limits: the grey-level stretch (``stretch_limits``) when the caller has it from an
+            overview level; by default found from ``image`` itself.
 
     Returns:
         Instances in image pixels, merged across tile seams (rule: :mod:`.stitch`).
     """
     h, w = int(image.shape[0]), int(image.shape[1])
     windows = tile_windows((h, w), settings)
-    limits = stretch_limits(image)
+    if limits is None:
+        limits = stretch_limits(image)
     parts = []
     for done, (x0, y0, x1, y1) in enumerate(windows, 1):
         tile = to_uint8(np.asarray(image[y0:y1, x0:x1]), limits)
