@@ -68,6 +68,11 @@ def add_arguments(p) -> None:
     p.add_argument("--tile-scale", type=float, metavar="S",
                    help="model input pixels per image pixel for tiles (default 1.0: native "
                         "resolution; 2 enlarges tiles two-fold)")
+    p.add_argument("--boxes", metavar="BOXES_JSON",
+                   help="predict masks for these boxes instead of detecting (Detectron2's "
+                        "forward_with_given_boxes): a COCO results or annotation file, or a "
+                        "list of {\"bbox\": [x, y, w, h], \"category_id\": k}; each box keeps "
+                        "its class (none given: the box head's best) and score (else 1.0)")
     p.add_argument("--image-ids-from", metavar="GT_JSON",
                    help="take image_id from a COCO ground-truth file by file name, so that "
                         "`cellseg eval` can match the results")
@@ -127,6 +132,7 @@ def run(args) -> int:
     models = _models(args)
     paths = _image_paths(args.images)
     ids = _image_ids(args.image_ids_from, paths)
+    prompts = _box_file(args, models, paths)
     overrides = ([] if args.detections_per_image is None
                  else ["TEST.DETECTIONS_PER_IMAGE", str(args.detections_per_image)])
     predictors = [load_predictor(c, w, args.device, overrides, precision=args.precision)
@@ -137,8 +143,12 @@ def run(args) -> int:
     results = []
     for n, (path, image_id) in enumerate(zip(paths, ids), 1):
         with _read(path, tiled=args.tile is not None) as image:
-            raw = {f"model{i}": _predict(p, image, args, path.name)
-                   for i, p in enumerate(predictors)}
+            if prompts is not None:
+                raw = {"model0": _given_boxes(predictors[0], image,
+                                              prompts.for_image(path.name, image_id))}
+            else:
+                raw = {f"model{i}": _predict(p, image, args, path.name)
+                       for i, p in enumerate(predictors)}
         instances = postprocess(raw)
         results.extend(instances.to_coco_results(image_id, path.name))
         print(f"[{n}/{len(paths)}] {path.name}: {len(instances)} instances", file=sys.stderr)
@@ -149,6 +159,32 @@ def run(args) -> int:
     tmp.replace(out)
     print(f"wrote {len(results)} predictions for {len(paths)} images to {out}", file=sys.stderr)
     return 0
+
+
+def _box_file(args, models, paths):
+    """The --boxes prompts, after checking they go with the other options."""
+    if args.boxes is None:
+        return None
+    from ..interop.box_prompts import read_box_file
+
+    if len(models) > 1 or args.tta or args.tile is not None:
+        raise CellsegError("--boxes takes one model, without --tta or --tile")
+    prompts = read_box_file(args.boxes)
+    if prompts.anywhere is not None and len(paths) > 1:
+        raise DataError(f"{args.boxes} is a plain list of boxes: give one image with it")
+    return prompts
+
+
+def _given_boxes(predictor, image, prompts):
+    """Masks for one image's given boxes (classes checked against the model)."""
+    from ..engine.given_boxes import encode, masks_for_boxes
+
+    if prompts.classes is not None and len(prompts.classes) and \
+            prompts.classes.max() >= predictor.num_classes:
+        raise DataError(f"a box has category_id {int(prompts.classes.max()) + 1} but the model "
+                        f"has {predictor.num_classes} classes")
+    return masks_for_boxes(predictor, encode(predictor, image), prompts.boxes, prompts.classes,
+                           prompts.scores)
 
 
 def _read(path: Path, tiled: bool):
