@@ -270,3 +270,36 @@ def test_settings_value():
         ReviewSettings(model="yolo")
     with pytest.raises(ValueError):
         ReviewSettings(score_threshold=2)
+
+
+def test_two_images_keep_their_edits_and_states(tmp_path, loaded, mask_rcnn):
+    import tifffile
+
+    from .review_steps import SAMPLE
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    image = tifffile.imread(SAMPLE)
+    for name, (y, x) in (("a", (0, 0)), ("b", (200, 200))):
+        tifffile.imwrite(folder / f"{name}.tif", image[y:y + 256, x:x + 256])
+    s = ReviewSession()
+    assert s.open_images(folder) and len(s) == 2 and s.index == 0
+    s.set_predictor("cascade", loaded, *mask_rcnn, device="cpu")
+    s.update_settings(score_threshold=0.3)
+    s.predict()
+    ann = s.annotations
+    gone, _ = delete_target(ann) if len(ann) > 20 else (int(ann.uids[0]), None)
+    s.delete([gone])
+    kept = ann.copy()
+    events = record(s)
+    s.select(1)
+    assert events[:2] == [("current_changed", 1), ("history_changed",)]
+    assert s.annotations is None and not s.can_undo and s.state(1) == ImageState.NOT_RUN
+    assert s.predict() is not None and s.state(1) == ImageState.PREDICTED
+    s.select(0)  # back: the edited annotations, not a fresh prediction
+    assert s.annotations is ann and ann.same_as(kept) and s.state(0) == ImageState.EDITED
+    s.update_settings(soft_nms=True)  # the edited image keeps its edits ...
+    assert s.annotations is ann and ann.same_as(kept)
+    s.select(1)  # ... the other one follows the settings
+    assert s.composed(1) is not None and s.state(1) == ImageState.PREDICTED
+    assert len(s.annotations) == len(s.composed(1))
