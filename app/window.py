@@ -628,6 +628,29 @@ class MainWindow(QMainWindow):
                 self.image_list.set_status(self.index, "edited", len(instances))
         self._show(instances)
 
+    def is_reviewed(self, index: int) -> bool:
+        """Whether image ``index`` is marked reviewed in the window's per-image memory."""
+        return index in self._reviewed
+
+    def is_edited(self, index: int) -> bool:
+        """Whether image ``index`` shows edited instances (kept per image until saved)."""
+        return index in self._edited
+
+    def set_reviewed_mark(self, index: int, reviewed: bool) -> None:
+        """Record what the project says of image ``index`` (no list or undo change)."""
+        (self._reviewed.add if reviewed else self._reviewed.discard)(index)
+
+    def unsaved_memory(self) -> dict[int, tuple[Instances | None, bool]]:
+        """``{index: (edited Instances or None, reviewed)}`` of images edited or marked
+        reviewed without a project."""
+        return {i: (self._edited.get(i), i in self._reviewed)
+                for i in set(self._edited) | self._reviewed}
+
+    def forget_unsaved(self) -> None:
+        """Drop the per-image edits and review marks (the user chose Discard)."""
+        self._edited.clear()
+        self._reviewed.clear()
+
     def toggle_reviewed(self) -> None:
         i = self.index
         if i < 0:

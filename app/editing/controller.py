@@ -211,8 +211,8 @@ class EditingController(ProjectViewMixin, QObject):
         """Show the project's annotations of the current image (after an import added some)."""
         if self.store is None or self.image_id is None:
             return
-        has_rows = self.store._conn.execute(
-            "SELECT 1 FROM instances WHERE image_id = ? LIMIT 1", (self.image_id,)).fetchone()
+        rows = self.store.counts(self.image_id)
+        has_rows = rows.instances + rows.deleted > 0
         if has_rows or self.store.image(self.image_id).reviewed:
             self.ann = self.store.load(self.image_id)
             self.stored = True
@@ -241,7 +241,7 @@ class EditingController(ProjectViewMixin, QObject):
             uids = None if source is None else [source() for _ in range(len(instances))]
             self.ann = ImageAnnotations.from_instances(instances, uids=uids, uid_source=source)
         self._initial_uids = set(self.ann.uids.tolist())
-        self.ann.reviewed = self.window.index in getattr(self.window, "_reviewed", set())
+        self.ann.reviewed = self.window.is_reviewed(self.window.index)
         self.selected.clear()
         self._rows = np.arange(len(self.ann))
         self._apply_filter_view()
@@ -388,7 +388,7 @@ class EditingController(ProjectViewMixin, QObject):
         overlay.update_region(x0, y0, x1, y1)
 
     def _sync_window_reviewed(self, reviewed: bool) -> None:
-        shown_reviewed = self.window.index in getattr(self.window, "_reviewed", set())
+        shown_reviewed = self.window.is_reviewed(self.window.index)
         if shown_reviewed != reviewed:
             self._busy = True
             try:
@@ -467,7 +467,7 @@ class EditingController(ProjectViewMixin, QObject):
             done = {(self.store.images_dir / im.file_name).resolve()
                     for im in self.store.images(reviewed=True)}
         else:
-            done = {names[i].resolve() for i in getattr(self.window, "_reviewed", set())}
+            done = {p.resolve() for i, p in enumerate(names) if self.window.is_reviewed(i)}
         n = len(names)
         for k in range(1, n + 1):
             i = (self.window.index + k) % n
@@ -481,8 +481,7 @@ class EditingController(ProjectViewMixin, QObject):
         self.max_score, self.only_class = max_score, only_class
         if self.ann is not None:
             self.selected &= set(self.ann.uids[self.visible()].tolist())
-            self._show(edited=self.stored or self.window.index in getattr(
-                self.window, "_edited", {}))
+            self._show(edited=self.stored or self.window.is_edited(self.window.index))
 
     def counts(self) -> dict[str, int]:
         """Counts of the current image (deleted ones from the project)."""

@@ -52,9 +52,8 @@ class ProjectViewMixin:
                 self._set_list_status(i, st.status, st.cells)
 
     def _set_list_status(self, index: int, status: str, count: int | None) -> None:
-        reviewed = getattr(self.window, "_reviewed", None)
-        if reviewed is not None:  # the window's own record of reviewed images agrees
-            (reviewed.add if status == "reviewed" else reviewed.discard)(index)
+        # the window's own record of reviewed images agrees
+        self.window.set_reviewed_mark(index, status == "reviewed")
         self.window.image_list.set_status(index, status, count)
 
     def _update_list_entry(self) -> None:
@@ -66,7 +65,7 @@ class ProjectViewMixin:
         if self.store is not None and self.image_id is not None and self.stored:
             st = next(iter(image_statuses(self.store, self.image_id).values()))
             self._set_list_status(i, st.status, st.cells)
-        elif i in getattr(self.window, "_edited", {}) or self.ann.reviewed:
+        elif self.window.is_edited(i) or self.ann.reviewed:
             self._set_list_status(i, "reviewed" if self.ann.reviewed else "edited",
                                   cells(self.ann))
 
