@@ -10,7 +10,6 @@ transaction. A prediction becomes part of the project on its first edit.
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,9 @@ from PySide6.QtCore import QObject, Signal
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
+from cellseg.core.project.edits import Edit, ImageAnnotations, Review
 from cellseg.core.project.store import ProjectStore
+from cellseg.core.review.project import write_edit
 
 from .commands import EditCommand
 from .project_view import ProjectViewMixin
@@ -294,21 +294,12 @@ class EditingController(ProjectViewMixin, QObject):
         """Write the edit to the project (if one is open); False if it was refused."""
         if self.store is None or self.image_id is None:
             return True  # no project: edits live in the window's per-image memory
-        try:
-            if self.store.read_only is not None:
-                raise CellsegError(f"project {self.store.path} is open read-only "
-                                   f"({self.store.read_only}): the edit was not saved")
-            with self.store.transaction():
-                if not self.stored:
-                    # the predictions shown so far become project rows, then the edit is saved
-                    original = self.ann.copy()
-                    if applied:
-                        original.undo(edit)
-                    self.store.add_instances(self.image_id, original.to_instances(),
-                                             Origin.MODEL, ids=original.uids)
-                self.store.save_edit(self.image_id, edit)
-        except (CellsegError, sqlite3.Error) as exc:
-            self.window.show_error(f"cannot save to the project: {exc}")
+        # the review session's write: the predictions shown so far become project rows with
+        # the first edit; a refusal (read-only, disk full, journal lost) says why
+        refused = write_edit(self.store, self.image_id, self.ann, edit, applied,
+                             first=not self.stored)
+        if refused is not None:
+            self.window.show_error(refused)
             return False
         self.stored = True
         return True

@@ -107,16 +107,35 @@ def refresh(store: ProjectStore, rec: ReviewImage) -> None:
 
 
 def save(store: ProjectStore, rec: ReviewImage, edit: Edit, applied: bool) -> str | None:
-    """Write ``edit`` of ``rec``'s annotations as one transaction.
+    """Write ``edit`` of ``rec``'s annotations (see :func:`write_edit`); the project gets the
+    image first if it lacks it. Why the project refused the write, or None when saved."""
+    image_id = rec.image_id
+    if image_id is None:
+        try:
+            h, w = rec.ann.image_size
+            image_id = store.add_image(project_name(store, rec.entry.path), h, w).id
+        except (CellsegError, sqlite3.Error) as exc:
+            return f"cannot save to the project: {exc}"
+    refused = write_edit(store, image_id, rec.ann, edit, applied, first=not rec.stored)
+    if refused is None:
+        rec.image_id, rec.stored = image_id, True  # only once committed
+    return refused
 
-    The first edit of an image also writes the predictions it was made on (and the image, if
-    the project lacks it): a prediction becomes part of the project when it is first edited.
+
+def write_edit(store: ProjectStore, image_id: int, ann: ImageAnnotations, edit: Edit,
+               applied: bool, first: bool) -> str | None:
+    """Write one edit of an image's annotations as one transaction.
+
+    The first edit of an image also writes the predictions it was made on: a prediction
+    becomes part of the project when it is first edited.
 
     Args:
         store: the open project.
-        rec: the edited image; ``rec.ann`` holds the annotations.
+        image_id: the project's id of the image.
+        ann: the image's annotations.
         edit: the edit (or an undo's inverse).
-        applied: ``rec.ann`` already shows the edit (a live brush stroke).
+        applied: ``ann`` already shows the edit (a live brush stroke).
+        first: the project holds nothing of this image yet (``ann`` is a model result).
 
     Returns:
         Why the project refused the write, or None when it is saved.
@@ -126,12 +145,8 @@ def save(store: ProjectStore, rec: ReviewImage, edit: Edit, applied: bool) -> st
             raise DataError(f"project {store.path} is open read-only ({store.read_only}): the "
                             "edit was not saved")
         with store.transaction():
-            image_id = rec.image_id
-            if image_id is None:
-                h, w = rec.ann.image_size
-                image_id = store.add_image(project_name(store, rec.entry.path), h, w).id
-            if not rec.stored:
-                original = rec.ann.copy()
+            if first:
+                original = ann.copy()
                 if applied:
                     original.undo(edit)
                 store.add_instances(image_id, original.to_instances(), Origin.MODEL,
@@ -139,5 +154,4 @@ def save(store: ProjectStore, rec: ReviewImage, edit: Edit, applied: bool) -> st
             store.save_edit(image_id, edit)
     except (CellsegError, sqlite3.Error) as exc:
         return f"cannot save to the project: {exc}"
-    rec.image_id, rec.stored = image_id, True  # only once committed
     return None
