@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.postprocess.pipeline import Settings
+from cellseg.core.review.sources import ImageSource, open_source
 from cellseg.core.structures import Instances
 
 from .canvas import ImageCanvas
@@ -27,7 +28,6 @@ from .canvas.overlay import prepare_labels
 from .icons import icon
 from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
 from .settings import MODEL_KEYS, AppSettings
-from .sources import ImageSource, open_source
 from .wheel_guard import guard_wheel
 from .workers import InferenceService, ModelInfo, RawKey
 from . import file_dialogs

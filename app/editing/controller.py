@@ -9,7 +9,6 @@ transaction. A prediction becomes part of the project on its first edit.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
 from cellseg.core.project.edits import Edit, ImageAnnotations, Review
 from cellseg.core.project.store import ProjectStore
-from cellseg.core.review.project import write_edit
+from cellseg.core.review.project import project_name, write_edit
 
 from .commands import EditCommand
 from .project_view import ProjectViewMixin
@@ -193,7 +192,7 @@ class EditingController(ProjectViewMixin, QObject):
         if self.store is None or self.window.image is None:
             return
         path = Path(self.window.source.entries[index].path)
-        name = Path(os.path.relpath(path.resolve(), self.store.images_dir)).as_posix()
+        name = project_name(self.store, path)
         h, w = self.window.image.shape[:2]
         try:
             record = self.store.image_by_name(name) or self.store.add_image(name, h, w)

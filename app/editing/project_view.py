@@ -6,7 +6,6 @@ uses the controller's ``window``, ``store``, ``ann``, ``image_id``, ``stored`` a
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
 from cellseg.core.project.classes import check_class_index
 from cellseg.core.project.status import cells, image_statuses
+from cellseg.core.review.project import project_name
 
 
 class ProjectViewMixin:
@@ -39,7 +39,7 @@ class ProjectViewMixin:
                 "the project's model files are not there any more: " + ", ".join(missing), 10000)
 
     def _entry_name(self, path) -> str:
-        return Path(os.path.relpath(Path(path).resolve(), self.store.images_dir)).as_posix()
+        return project_name(self.store, path)
 
     def sync_list(self) -> None:
         """Every image's status and cell count in the image list, from the project."""

@@ -6,13 +6,13 @@ project… / Discard / Cancel), and leaving an open project for another folder a
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox
 
 from cellseg.core.project.edits import Edit, Origin
 from cellseg.core.project.store import ProjectStore
+from cellseg.core.review.project import project_name
 
 from .. import file_dialogs
 
@@ -32,7 +32,7 @@ def save_into(store: ProjectStore, edits: dict[str, tuple[object, bool]]) -> int
     written = 0
     with store.transaction():
         for path, (instances, reviewed) in edits.items():
-            name = Path(os.path.relpath(path, store.images_dir)).as_posix()
+            name = project_name(store, path)
             record = store.image_by_name(name)
             if record is None:
                 continue
