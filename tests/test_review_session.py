@@ -102,7 +102,7 @@ def test_whole_review_without_qt(tmp_path, images, predictor, mask_rcnn):
 def test_the_session_never_imports_qt(tmp_path, images, mask_rcnn):
     # a fresh interpreter (pytest-qt has Qt loaded in this one) makes the whole review
     out = tmp_path / "out.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO.parent), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, str(REPO / "tests" / "review_steps.py"), str(images),
                           str(tmp_path / "p.cellseg"), str(out), *mask_rcnn],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -39,6 +39,12 @@ def open_project(path: str | Path) -> tuple[ProjectStore, ImageSource]:
         raise
 
 
+def read_only_note(store: ProjectStore) -> str:
+    """What a user is told on opening a project that cannot be written."""
+    return (f"project {store.path} is open read-only ({store.read_only}): you can look and "
+            "export, but edits are not saved")
+
+
 def project_name(store: ProjectStore, path: str | Path) -> str:
     """The name the project knows an image file by (relative to its images folder, POSIX)."""
     return Path(os.path.relpath(Path(path).resolve(), store.images_dir)).as_posix()

@@ -1,18 +1,14 @@
 """A review session: everything one review of an image list is, with no Qt in it.
 
-For the open image list the session owns the current index, each image's :class:`ImageState`,
-the raw model outputs (cached under :class:`RawKey`), the :class:`ReviewSettings`, the current
-image's editing model (:class:`ImageAnnotations`) with its undo history, and the project store.
-It announces every change through typed ``psygnal`` signals, so the window and its panels are
-views that listen, and tools are commands that call session operations.
-
-Threads: the session is not thread-safe and its signals fire in the caller's thread. The app
-runs models in its worker threads and hands the outputs in with :meth:`set_raw` on the GUI
-thread; scripts and tests call :meth:`predict`, which runs the predictor in place.
-
-Saving: with a project open, every finished edit, undo and redo is one transaction of the
-store. A write the project refuses (read-only, disk full, journal lost) is taken back in the
-editing model too, so what the session holds is what is saved, and :attr:`error` says why.
+It owns the current index, each image's :class:`ImageState`, the raw model outputs (cached
+under :class:`RawKey`), the :class:`ReviewSettings`, the current image's editing model
+(:class:`ImageAnnotations`) with its undo history, and the project store, and announces every
+change through typed ``psygnal`` signals: views listen, tools and commands call operations.
+The signals fire in the caller's thread (the session is not thread-safe): the app runs models
+in its worker threads and hands outputs in with :meth:`set_raw` on the GUI thread; scripts and
+tests call :meth:`predict`. With a project open, every finished edit, undo and redo is one
+transaction; a write the project refuses (read-only, disk full, journal lost) is taken back in
+the editing model too, so what the session holds is what is saved, and :attr:`error` says why.
 """
 from __future__ import annotations
 
@@ -22,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 from psygnal import Signal
 
+from ..coco import CocoDataset
 from ..errors import CellsegError
 from ..postprocess.pipeline import Settings
 from ..project import edits as E
@@ -73,13 +70,8 @@ class ReviewSession:
         """The current image's editing model (None before a result or without an image)."""
         return self._images[self.index].ann if 0 <= self.index < len(self) else None
 
-    @property
-    def can_undo(self) -> bool:
-        return self.history.can_undo
-
-    @property
-    def can_redo(self) -> bool:
-        return self.history.can_redo
+    can_undo = property(lambda self: self.history.can_undo)
+    can_redo = property(lambda self: self.history.can_redo)
 
     def image(self, index: int | None = None) -> np.ndarray:
         """The decoded image (dtype kept); the last few are cached. Raises ImageReadError."""
@@ -131,9 +123,8 @@ class ReviewSession:
     def set_predictor(self, model: str, predictor: Predictor | None, config: str | Path = "",
                       weights: str | Path = "", device: str = "", precision: str = "exact"
                       ) -> None:
-        """Put a predictor in a model slot ("cascade", "pointrend"). ``config``, ``weights``,
-        ``device`` and ``precision`` name it in the raw-output keys (outputs of another
-        checkpoint are never mixed up with its outputs)."""
+        """Put a predictor in a model slot ("cascade", "pointrend"); ``config``, ``weights``,
+        ``device`` and ``precision`` name its outputs in the raw-output keys."""
         self.outputs.slots[model] = ModelSlot(predictor, str(config), str(weights), device,
                                               precision)
         self._refresh_current()
@@ -152,8 +143,14 @@ class ReviewSession:
 
     # ================================================================== results
     def predict(self, index: int | None = None) -> Instances | None:
-        """Run the models image ``index`` (default: current) still lacks, synchronously, and
-        compose the result. None (and the error event) when a run fails."""
+        """Run the models image ``index`` still lacks (synchronously) and compose its result.
+
+        Args:
+            index: an image of the list; None for the current one.
+
+        Returns:
+            The post-processed result; None (and the error event) when a run failed.
+        """
         i = self.index if index is None else index
         rec = self._images[i]
         missing = self.outputs.missing(self.raw_keys(i))
@@ -319,8 +316,7 @@ class ReviewSession:
         self.project_changed.emit(store)
         self.open_images(source)
         if store.read_only is not None:
-            self.error.emit(f"project {store.path} is open read-only ({store.read_only}): "
-                            "you can look and export, but edits are not saved")
+            self.error.emit(P.read_only_note(store))
         return True
 
     def close_project(self) -> None:
@@ -338,9 +334,17 @@ class ReviewSession:
         self._load_current()
 
     def export_coco(self, path: str | Path, segmentation: str = "rle",
-                    reviewed_only: bool = False):
-        """Export the project's corrected annotations as COCO JSON; the written
-        :class:`~cellseg.core.coco.CocoDataset`, or None (and the error event)."""
+                    reviewed_only: bool = False) -> CocoDataset | None:
+        """Export the project's corrected annotations as COCO JSON.
+
+        Args:
+            path: the file to write (atomically).
+            segmentation: "rle" (lossless) or "polygon".
+            reviewed_only: only images marked reviewed.
+
+        Returns:
+            The written dataset; None (and the error event) without a project or on failure.
+        """
         from ..project.exchange import export_coco
 
         if self.store is None:
@@ -364,15 +368,11 @@ class ReviewSession:
 
     def _compose(self, index: int) -> None:
         """Compose image ``index`` from cached raw outputs (if they are all there)."""
-        rec, ckey = self._images[index], self._compose_key(index)
-        if rec.result(ckey) is None:
-            try:
-                result = self.outputs.compose(list(ckey[0]), ckey[1])
-            except ValueError as exc:  # e.g. an ensemble of models with different outputs
-                self.error.emit(f"post-processing failed: {exc}")
-                return
-            if result is not None:
-                rec.composed = (ckey, result)
+        keys, settings = ckey = self._compose_key(index)
+        try:
+            self._images[index].compose(ckey, lambda: self.outputs.compose(list(keys), settings))
+        except ValueError as exc:  # e.g. an ensemble of models with different outputs
+            self.error.emit(f"post-processing failed: {exc}")
 
     def _load_current(self) -> None:
         """Bring the current image's annotations up to date (project rows, or the result)."""

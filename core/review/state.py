@@ -102,6 +102,14 @@ class ReviewImage:
             return None
         return self.composed[1]
 
+    def compose(self, compose_key: tuple, make: Callable[[], Instances | None]) -> None:
+        """Keep ``make()``'s result under ``compose_key`` unless one is kept for it already
+        (``make`` returns None while a raw output is missing)."""
+        if self.result(compose_key) is None:
+            result = make()
+            if result is not None:
+                self.composed = (compose_key, result)
+
     def follow(self, result: Instances | None, uid_source: Callable[[], int] | None,
                rebuild: bool = False) -> bool:
         """Make the editing model the new ``result`` (fresh uids from ``uid_source``, the
