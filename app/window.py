@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
                                QWidget)
 
 from cellseg.core.errors import CellsegError
+from cellseg.core.postprocess.pipeline import Settings
+from cellseg.core.review.sources import ImageSource, open_source
 from cellseg.core.structures import Instances
 
 from .canvas import ImageCanvas
@@ -26,7 +28,6 @@ from .canvas.overlay import prepare_labels
 from .icons import icon
 from .panels import DisplayPanel, ImageListPanel, LegendPanel, ModelsPanel, PostprocessPanel
 from .settings import MODEL_KEYS, AppSettings
-from .sources import ImageSource, open_source
 from .wheel_guard import guard_wheel
 from .workers import InferenceService, ModelInfo, RawKey
 from . import file_dialogs
@@ -37,12 +38,12 @@ PLAIN_WHILE_TTA = "plain prediction shown; TTA running..."
 TTA_SHOWN = "TTA"
 
 
-def compose_raw(raw: dict[str, Instances], values: dict):
-    """Post-process raw model outputs with the panel's values, and lay out the overlay's label
+def compose_raw(raw: dict[str, Instances], settings: Settings):
+    """Post-process raw model outputs with the panel's settings, and lay out the overlay's label
     image for the result: both O(pixels)/O(instances) work, run in the light thread."""
-    from cellseg.core.postprocess.pipeline import Settings, compose
+    from cellseg.core.postprocess.pipeline import compose
 
-    instances = compose(raw, replace(Settings(), **values))
+    instances = compose(raw, settings)
     return instances, prepare_labels(instances, instances.image_size)
 
 
@@ -472,7 +473,7 @@ class MainWindow(QMainWindow):
 
     def compose_key(self, index: int, keys: list[RawKey] | None = None):
         keys = self._keys(index) if keys is None else keys
-        return (tuple(keys), tuple(sorted(self.post_panel.values().items())))
+        return tuple(keys), self.post_panel.settings().pipeline()
 
     def refresh(self, force: bool = False) -> None:
         """Bring the canvas up to date with the current settings: show the composed result,
@@ -564,9 +565,9 @@ class MainWindow(QMainWindow):
                 self.result_label.setText(label)
                 self._show(done[1])
             return
-        values = self.post_panel.values()
+        settings = self.post_panel.settings().pipeline()
         self.service.submit_light(
-            lambda: compose_raw(raws, values),
+            lambda: compose_raw(raws, settings),
             lambda result: self._composed_done(index, ckey, *result),
             lambda msg: self.show_error(f"post-processing failed: {msg}"),
             tag=("compose", index))
@@ -627,6 +628,29 @@ class MainWindow(QMainWindow):
             if self.index not in self._reviewed:
                 self.image_list.set_status(self.index, "edited", len(instances))
         self._show(instances)
+
+    def is_reviewed(self, index: int) -> bool:
+        """Whether image ``index`` is marked reviewed in the window's per-image memory."""
+        return index in self._reviewed
+
+    def is_edited(self, index: int) -> bool:
+        """Whether image ``index`` shows edited instances (kept per image until saved)."""
+        return index in self._edited
+
+    def set_reviewed_mark(self, index: int, reviewed: bool) -> None:
+        """Record what the project says of image ``index`` (no list or undo change)."""
+        (self._reviewed.add if reviewed else self._reviewed.discard)(index)
+
+    def unsaved_memory(self) -> dict[int, tuple[Instances | None, bool]]:
+        """``{index: (edited Instances or None, reviewed)}`` of images edited or marked
+        reviewed without a project."""
+        return {i: (self._edited.get(i), i in self._reviewed)
+                for i in set(self._edited) | self._reviewed}
+
+    def forget_unsaved(self) -> None:
+        """Drop the per-image edits and review marks (the user chose Discard)."""
+        self._edited.clear()
+        self._reviewed.clear()
 
     def toggle_reviewed(self) -> None:
         i = self.index

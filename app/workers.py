@@ -23,6 +23,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from cellseg.core.errors import CellsegError
+from cellseg.core.review.state import RawKey  # the review session's key: one cache key type
 from cellseg.core.structures import Instances
 
 RAW_CACHE_SIZE = 256
@@ -190,17 +191,6 @@ class ModelSpec:
     key: str  # "cascade" or "pointrend"
     config: str
     weights: str
-
-
-@dataclass(frozen=True)
-class RawKey:
-    image: str
-    model: str
-    config: str
-    weights: str
-    device: str
-    tta: bool
-    precision: str = "exact"  # "exact" or "fast": fast outputs differ slightly, never mixed
 
 
 @dataclass(frozen=True)

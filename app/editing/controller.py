@@ -9,8 +9,6 @@ transaction. A prediction becomes part of the project on its first edit.
 """
 from __future__ import annotations
 
-import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,9 @@ from PySide6.QtCore import QObject, Signal
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import Edit, ImageAnnotations, Origin, Review
+from cellseg.core.project.edits import Edit, ImageAnnotations, Review
 from cellseg.core.project.store import ProjectStore
+from cellseg.core.review.project import project_name, write_edit
 
 from .commands import EditCommand
 from .project_view import ProjectViewMixin
@@ -193,7 +192,7 @@ class EditingController(ProjectViewMixin, QObject):
         if self.store is None or self.window.image is None:
             return
         path = Path(self.window.source.entries[index].path)
-        name = Path(os.path.relpath(path.resolve(), self.store.images_dir)).as_posix()
+        name = project_name(self.store, path)
         h, w = self.window.image.shape[:2]
         try:
             record = self.store.image_by_name(name) or self.store.add_image(name, h, w)
@@ -211,8 +210,8 @@ class EditingController(ProjectViewMixin, QObject):
         """Show the project's annotations of the current image (after an import added some)."""
         if self.store is None or self.image_id is None:
             return
-        has_rows = self.store._conn.execute(
-            "SELECT 1 FROM instances WHERE image_id = ? LIMIT 1", (self.image_id,)).fetchone()
+        rows = self.store.counts(self.image_id)
+        has_rows = rows.instances + rows.deleted > 0
         if has_rows or self.store.image(self.image_id).reviewed:
             self.ann = self.store.load(self.image_id)
             self.stored = True
@@ -241,7 +240,7 @@ class EditingController(ProjectViewMixin, QObject):
             uids = None if source is None else [source() for _ in range(len(instances))]
             self.ann = ImageAnnotations.from_instances(instances, uids=uids, uid_source=source)
         self._initial_uids = set(self.ann.uids.tolist())
-        self.ann.reviewed = self.window.index in getattr(self.window, "_reviewed", set())
+        self.ann.reviewed = self.window.is_reviewed(self.window.index)
         self.selected.clear()
         self._rows = np.arange(len(self.ann))
         self._apply_filter_view()
@@ -294,21 +293,12 @@ class EditingController(ProjectViewMixin, QObject):
         """Write the edit to the project (if one is open); False if it was refused."""
         if self.store is None or self.image_id is None:
             return True  # no project: edits live in the window's per-image memory
-        try:
-            if self.store.read_only is not None:
-                raise CellsegError(f"project {self.store.path} is open read-only "
-                                   f"({self.store.read_only}): the edit was not saved")
-            with self.store.transaction():
-                if not self.stored:
-                    # the predictions shown so far become project rows, then the edit is saved
-                    original = self.ann.copy()
-                    if applied:
-                        original.undo(edit)
-                    self.store.add_instances(self.image_id, original.to_instances(),
-                                             Origin.MODEL, ids=original.uids)
-                self.store.save_edit(self.image_id, edit)
-        except (CellsegError, sqlite3.Error) as exc:
-            self.window.show_error(f"cannot save to the project: {exc}")
+        # the review session's write: the predictions shown so far become project rows with
+        # the first edit; a refusal (read-only, disk full, journal lost) says why
+        refused = write_edit(self.store, self.image_id, self.ann, edit, applied,
+                             first=not self.stored)
+        if refused is not None:
+            self.window.show_error(refused)
             return False
         self.stored = True
         return True
@@ -388,7 +378,7 @@ class EditingController(ProjectViewMixin, QObject):
         overlay.update_region(x0, y0, x1, y1)
 
     def _sync_window_reviewed(self, reviewed: bool) -> None:
-        shown_reviewed = self.window.index in getattr(self.window, "_reviewed", set())
+        shown_reviewed = self.window.is_reviewed(self.window.index)
         if shown_reviewed != reviewed:
             self._busy = True
             try:
@@ -467,7 +457,7 @@ class EditingController(ProjectViewMixin, QObject):
             done = {(self.store.images_dir / im.file_name).resolve()
                     for im in self.store.images(reviewed=True)}
         else:
-            done = {names[i].resolve() for i in getattr(self.window, "_reviewed", set())}
+            done = {p.resolve() for i, p in enumerate(names) if self.window.is_reviewed(i)}
         n = len(names)
         for k in range(1, n + 1):
             i = (self.window.index + k) % n
@@ -481,8 +471,7 @@ class EditingController(ProjectViewMixin, QObject):
         self.max_score, self.only_class = max_score, only_class
         if self.ann is not None:
             self.selected &= set(self.ann.uids[self.visible()].tolist())
-            self._show(edited=self.stored or self.window.index in getattr(
-                self.window, "_edited", {}))
+            self._show(edited=self.stored or self.window.is_edited(self.window.index))
 
     def counts(self) -> dict[str, int]:
         """Counts of the current image (deleted ones from the project)."""

@@ -6,7 +6,6 @@ uses the controller's ``window``, ``store``, ``ann``, ``image_id``, ``stored`` a
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
 from cellseg.core.project.classes import check_class_index
 from cellseg.core.project.status import cells, image_statuses
+from cellseg.core.review.project import project_name
 
 
 class ProjectViewMixin:
@@ -39,7 +39,7 @@ class ProjectViewMixin:
                 "the project's model files are not there any more: " + ", ".join(missing), 10000)
 
     def _entry_name(self, path) -> str:
-        return Path(os.path.relpath(Path(path).resolve(), self.store.images_dir)).as_posix()
+        return project_name(self.store, path)
 
     def sync_list(self) -> None:
         """Every image's status and cell count in the image list, from the project."""
@@ -52,9 +52,8 @@ class ProjectViewMixin:
                 self._set_list_status(i, st.status, st.cells)
 
     def _set_list_status(self, index: int, status: str, count: int | None) -> None:
-        reviewed = getattr(self.window, "_reviewed", None)
-        if reviewed is not None:  # the window's own record of reviewed images agrees
-            (reviewed.add if status == "reviewed" else reviewed.discard)(index)
+        # the window's own record of reviewed images agrees
+        self.window.set_reviewed_mark(index, status == "reviewed")
         self.window.image_list.set_status(index, status, count)
 
     def _update_list_entry(self) -> None:
@@ -66,7 +65,7 @@ class ProjectViewMixin:
         if self.store is not None and self.image_id is not None and self.stored:
             st = next(iter(image_statuses(self.store, self.image_id).values()))
             self._set_list_status(i, st.status, st.cells)
-        elif i in getattr(self.window, "_edited", {}) or self.ann.reviewed:
+        elif self.window.is_edited(i) or self.ann.reviewed:
             self._set_list_status(i, "reviewed" if self.ann.reviewed else "edited",
                                   cells(self.ann))
 

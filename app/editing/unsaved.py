@@ -6,13 +6,13 @@ project… / Discard / Cancel), and leaving an open project for another folder a
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox
 
-from cellseg.core.project.edits import Origin
+from cellseg.core.project.edits import Edit, Origin
 from cellseg.core.project.store import ProjectStore
+from cellseg.core.review.project import project_name
 
 from .. import file_dialogs
 
@@ -23,12 +23,8 @@ def unsaved(window) -> dict[str, tuple[object, bool]]:
     source = window.source
     if source is None:
         return {}
-    out = {}
-    for i in set(window._edited) | set(window._reviewed):
-        if 0 <= i < len(source.entries):
-            out[str(Path(source.entries[i].path).resolve())] = (window._edited.get(i),
-                                                                i in window._reviewed)
-    return out
+    return {str(Path(source.entries[i].path).resolve()): memory
+            for i, memory in window.unsaved_memory().items() if 0 <= i < len(source.entries)}
 
 
 def save_into(store: ProjectStore, edits: dict[str, tuple[object, bool]]) -> int:
@@ -36,16 +32,14 @@ def save_into(store: ProjectStore, edits: dict[str, tuple[object, bool]]) -> int
     written = 0
     with store.transaction():
         for path, (instances, reviewed) in edits.items():
-            name = Path(os.path.relpath(path, store.images_dir)).as_posix()
+            name = project_name(store, path)
             record = store.image_by_name(name)
             if record is None:
                 continue
             if instances is not None and instances.image_size == record.image_size:
                 store.add_instances(record.id, instances, Origin.EDITED)
             if reviewed:
-                store._conn.execute("UPDATE images SET reviewed = 1, reviewed_at = "
-                                    "strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-                                    (record.id,))
+                store.save_edit(record.id, Edit("Mark image reviewed", reviewed=(False, True)))
             written += 1
     return written
 
@@ -94,8 +88,7 @@ def may_leave(c, doing: str, next_path: str | Path | None = None) -> bool:
                   ("Discard", QMessageBox.ButtonRole.DestructiveRole),
                   ("Cancel", QMessageBox.ButtonRole.RejectRole)])
     if answer == "Discard":
-        window._edited.clear()
-        window._reviewed.clear()
+        window.forget_unsaved()
         return True
     if answer != "Save in a new project…":
         return False

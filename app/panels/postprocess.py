@@ -1,9 +1,10 @@
 """Post-processing panel: model choice, TTA, Soft-NMS, score threshold, max detections.
 
-The values map one-to-one onto ``core.postprocess.pipeline.Settings`` fields (``values()``) and
-start at its defaults, except the score threshold, which starts at 0.5 so a first look is not
-buried under low-confidence detections. The model choice says which raw outputs are composed;
-TTA is a model-run option (part of the raw-output cache key), not a Settings field.
+``settings()`` reads the panel as one :class:`~cellseg.core.review.settings.ReviewSettings`
+(its ``pipeline()`` is what ``compose`` takes); the controls start at its defaults (a score
+threshold of 0.5, so a first look is not buried under low-confidence detections). The model
+choice says which raw outputs are composed; TTA is a model-run option (part of the raw-output
+cache key), not a post-processing setting.
 """
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                QLabel, QSlider, QSpinBox, QWidget)
 
-from cellseg.core.postprocess.pipeline import Settings
 from cellseg.core.postprocess.soft_nms import METHODS
+from cellseg.core.review.settings import MODELS_OF_CHOICE, ReviewSettings
 
 CHOICES = (("cascade", "Cascade Mask R-CNN"), ("pointrend", "PointRend"),
            ("ensemble", "Ensemble (WBF of both)"))
-MODELS_OF_CHOICE = {"cascade": ("cascade",), "pointrend": ("pointrend",),
-                    "ensemble": ("cascade", "pointrend")}
 
 
 class PostprocessPanel(QWidget):
@@ -32,7 +31,7 @@ class PostprocessPanel(QWidget):
             self.model.addItem(title, key)
         self.tta = QCheckBox("Test-time augmentation", self)
         self.soft_nms = QCheckBox("Soft-NMS", self)
-        defaults = Settings()
+        defaults = ReviewSettings()
         self.method = QComboBox(self)
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(defaults.soft_nms_method)
@@ -42,7 +41,7 @@ class PostprocessPanel(QWidget):
         self.sigma.setValue(defaults.soft_nms_sigma)
         self.score = QSlider(Qt.Orientation.Horizontal, self)
         self.score.setRange(0, 100)
-        self.score.setValue(50)
+        self.score.setValue(round(defaults.score_threshold * 100))
         self.score_label = QLabel("0.50", self)
         self.score_label.setMinimumWidth(32)
         self.max_det = QSpinBox(self)
@@ -103,13 +102,11 @@ class PostprocessPanel(QWidget):
     def set_score_threshold(self, value: float) -> None:
         self.score.setValue(round(value * 100))
 
-    def values(self) -> dict:
-        """Keyword arguments for ``Settings`` (fields the panel controls)."""
-        return {
-            "soft_nms": self.soft_nms.isChecked(),
-            "soft_nms_method": self.method.currentText(),
-            "soft_nms_sigma": float(self.sigma.value()),
-            "wbf": self.model_choice() == "ensemble",
-            "score_threshold": self.score_threshold(),
-            "max_detections": int(self.max_det.value()) or None,
-        }
+    def settings(self) -> ReviewSettings:
+        """What the panel shows, as the review session's typed settings."""
+        return ReviewSettings(model=self.model_choice(), tta=self.tta.isChecked(),
+                              soft_nms=self.soft_nms.isChecked(),
+                              soft_nms_method=self.method.currentText(),
+                              soft_nms_sigma=float(self.sigma.value()),
+                              score_threshold=self.score_threshold(),
+                              max_detections=int(self.max_det.value()) or None)

@@ -28,8 +28,7 @@ def settings(tmp_path):
 
 def _forget_unsaved_edits(win) -> None:
     """A test's edits made without a project would ask "Save in a new project?" on close."""
-    win._edited.clear()
-    win._reviewed.clear()
+    win.forget_unsaved()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellseg.core.postprocess.pipeline import Settings, compose
+from cellseg.core.postprocess.pipeline import compose
 
 pytestmark = pytest.mark.slow
 MODEL_TIMEOUT = 180_000  # ms: CPU model runs on a shared machine
@@ -36,7 +36,7 @@ def test_tta_shows_the_plain_prediction_first_then_replaces_it(window, qtbot, cr
     results = [(label, inst) for label, inst in shown if inst is not None]
     assert [label for label, _ in results] == [PLAIN_WHILE_TTA, TTA_SHOWN]
     plain, tta = results[0][1], results[1][1]
-    values = Settings(**window.post_panel.values())
+    values = window.post_panel.settings().pipeline()
     assert same(plain, compose({"cascade": raw_of(window, "cascade", False)}, values))
     assert same(tta, compose({"cascade": raw_of(window, "cascade", True)}, values))
     assert not same(plain, tta)

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from cellseg.app.settings import AppSettings
-from cellseg.app.sources import open_source
+from cellseg.core.review.sources import open_source
 from cellseg.core.errors import CellsegError, ImageReadError
 
 

@@ -3,13 +3,14 @@ post-processing toggles checked against ``core.postprocess.compose``, and error 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtGui import QImage
 
-from cellseg.core.postprocess.pipeline import Settings, compose
+from cellseg.core.postprocess.pipeline import compose
 
 pytestmark = pytest.mark.slow
 MODEL_TIMEOUT = 180_000  # ms: CPU model runs on a shared machine
@@ -28,7 +29,7 @@ def same(a, b) -> bool:
 
 def expected(window, raw_models: dict, **changes):
     """What core says the window should show for the panel's current values."""
-    return compose(raw_models, Settings(**{**window.post_panel.values(), **changes}))
+    return compose(raw_models, replace(window.post_panel.settings().pipeline(), **changes))
 
 
 def raw_of(window, model: str, tta: bool = False):
@@ -63,7 +64,7 @@ def test_nuclei_with_fixture_cascade_and_postprocessing_toggles(window, qtbot, n
     soft = wait_shown(qtbot, window, lambda inst: inst is not before, timeout=30000)
     assert len(runs) == 1 and not window.service.busy
     want = expected(window, {"cascade": raw})
-    assert window.post_panel.values()["soft_nms"] is True
+    assert window.post_panel.settings().soft_nms is True
     assert same(soft, want)
     assert not same(soft, before)  # Soft-NMS decays overlapping scores: the set changes
 
@@ -109,7 +110,7 @@ def test_tta_and_wbf_ensemble_follow_core(window, qtbot, crop_folder, fast_casca
     fused = wait_shown(qtbot, window, lambda inst: not same(inst, plain))
     raws = {"cascade": raw, "pointrend": raw_of(window, "pointrend")}
     assert raws["pointrend"] is not None
-    assert window.post_panel.values()["wbf"] is True
+    assert window.post_panel.settings().pipeline().wbf is True
     assert same(fused, expected(window, raws))
     window.post_panel.set_model_choice("pointrend")
     only_pr = wait_shown(qtbot, window, lambda inst: not same(inst, fused), timeout=30000)

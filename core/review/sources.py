@@ -1,14 +1,14 @@
 """What "open" means: a folder of images, one image file, a COCO dataset (.json), or a
 research-style folder (one sub-folder per sample holding ``image.tif`` + ``classN.tif``).
-No Qt here; the window lists :attr:`ImageSource.entries`."""
+No Qt here: the review session and the window list :attr:`ImageSource.entries`."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellseg.core.errors import ImageReadError
-from cellseg.core.io import IMAGE_SUFFIXES, looks_like_label_image
+from ..errors import ImageReadError
+from ..io import IMAGE_SUFFIXES, looks_like_label_image
 
 # Files that hold annotations next to their images ("mask2d.tif", "cell_labels.png", ...):
 # listing them as images to predict on would only confuse.
@@ -68,13 +68,13 @@ def _research_samples(folder: Path) -> list[ImageEntry]:
     if not any((d / f"{_RESEARCH_IMAGE}{sfx}").is_file()
                for d in folder.iterdir() if d.is_dir() for sfx in (".tif", ".tiff")):
         return []
-    from cellseg.core.coco import find_seed_samples
+    from ..coco import find_seed_samples
 
     return [ImageEntry(s.name, s.image) for s in find_seed_samples(folder)]
 
 
 def _open_coco(path: Path) -> ImageSource:
-    from cellseg.core.coco import load_coco
+    from ..coco import load_coco
 
     dataset = load_coco(path)
     root = path.parent
