@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from cellseg.core.interop import export_project, import_file
-from cellseg.core.project.edits import Origin
+from cellseg.core.project.states import Origin
 from cellseg.core.project.exchange import create_project
 from cellseg.core.project.store import Category, ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances

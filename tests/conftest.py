@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from hypothesis import HealthCheck, settings
 
-from cellseg.core.project.edits import Origin
+from cellseg.core.project.states import Origin
 from cellseg.core.project.store import Category, ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox
 
-from cellseg.core.project.edits import Origin
+from cellseg.core.project.states import Origin
 from cellseg.core.project.store import ProjectStore
 
 from .. import file_dialogs

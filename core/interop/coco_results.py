@@ -26,7 +26,7 @@ import numpy as np
 from ..coco import CocoImage
 from ..coco_checks import read_json, segmentation_rle
 from ..errors import DataError
-from ..project.edits import Origin, Review
+from ..project.states import Origin, Review
 from ..project.rle import decode_rle_strings
 from ..project.store import ProjectStore
 from ..structures.instances import Instances

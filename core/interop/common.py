@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..project.edits import Origin, Review
+from ..project.states import Origin, Review
 from ..project.store import Category, ImageRecord, ProjectStore
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks

@@ -27,7 +27,7 @@ from ..coco_checks import MAX_ID
 from ..errors import CheckpointError, DataError, ImageReadError
 from ..io.header import read_header
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
-from .edits import Origin, Review
+from .states import Origin, Review
 from .lock import ProjectLock, lock_path
 from .store import Category, ProjectStore
 

@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import DataError
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks
-from .edits import Edit, ImageAnnotations, Origin, Review, tighten_masks
+from .annotations import ImageAnnotations
+from .geometry import tighten_masks
+from .states import Edit, Origin, Review
 from .database import (JournalLostError, Transaction, check_project, connect,
                        connect_read_only, file_id, not_writable, wal_path)
 from .lock import ProjectLock

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from cellseg.core.project.edits import Origin, Review
+from cellseg.core.project.states import Origin, Review
 from cellseg.core.project.exchange import create_project
 from cellseg.core.project.store import Category, ProjectStore
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from cellseg.core.project.edits import Origin
+from cellseg.core.project.states import Origin
 from cellseg.core.project.exchange import export_coco
 from cellseg.core.project.store import Category, ProjectStore
 
