@@ -80,7 +80,8 @@ def run_case(name: str, labels: np.ndarray, image: np.ndarray) -> list[tuple]:
 def results_decoding(name: str, labels: np.ndarray) -> tuple:
     """COCO results -> Instances: core.coco's reader (pycocotools decode, a full-image array
     per detection) vs the interop reader (RLE strings straight into compact masks)."""
-    from cellseg.core.coco import CocoCategory, CocoDataset, CocoImage, parse_coco_results
+    from cellseg.core.coco.dataset import CocoCategory, CocoDataset, CocoImage
+    from cellseg.core.coco.results import parse_coco_results
     from cellseg.core.interop.coco_results import load_results_for_project
 
     masks, _ = CroppedMasks.from_label_image(labels)

@@ -111,7 +111,8 @@ def test_tta_under_a_memory_budget(nuclei_png, name):
 
 
 def _agreement_ap(reference, predicted, min_score=0.5) -> float:
-    from cellseg.core.coco import CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
 
     ref = reference[reference.scores >= min_score]

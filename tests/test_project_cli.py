@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cellseg.core.cli import main
-from cellseg.core.coco import seed_to_coco
+from cellseg.core.coco.research_folder import seed_to_coco
 from cellseg.core.errors import DataError
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import import_coco

@@ -22,8 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
-from ..coco_checks import MAX_ID
+from ..coco.checks import MAX_ID
+from ..coco.dataset import CocoCategory, CocoDataset, CocoImage, load_coco
+from ..coco.research_folder import coco_to_seed
+from ..coco.writer import write_coco
 from ..errors import CheckpointError, DataError, ImageReadError
 from ..io.header import read_header
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
