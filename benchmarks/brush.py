@@ -60,9 +60,10 @@ def main(argv=None) -> int:
     from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
-    from cellseg.core.project.strokes import Stroke
     from cellseg.core.project.exchange import create_project
-    from cellseg.core.project.store import Category, ProjectStore
+    from cellseg.core.project.records import Category
+    from cellseg.core.project.store import ProjectStore
+    from cellseg.core.project.strokes import Stroke
 
     app = QApplication.instance() or QApplication([])
     tmp = Path(tempfile.mkdtemp(prefix="cellseg-brush-"))

@@ -21,9 +21,10 @@ import numpy as np
 import tifffile
 
 from cellseg.core.interop import export_project, import_file
-from cellseg.core.project.states import Origin
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 FILES = {"imagej": "{stem}.zip", "geojson": "{stem}.geojson", "cellpose": "{stem}_cp_masks.png"}

@@ -17,8 +17,9 @@ from shapely.geometry import shape
 from cellseg.core.interop.polygons import trace_mask
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import create_project
+from cellseg.core.project.records import Category
 from cellseg.core.project.states import Origin, Review
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 from .test_project_cli import cli

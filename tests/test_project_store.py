@@ -13,9 +13,10 @@ import tifffile
 from cellseg.core.errors import DataError
 from cellseg.core.project import edits as E
 from cellseg.core.project.raster import polygon_region
+from cellseg.core.project.records import Category
 from cellseg.core.project.schema import SCHEMA_VERSION, migrate
 from cellseg.core.project.states import Review
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 

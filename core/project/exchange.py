@@ -31,7 +31,8 @@ from ..io.header import read_header
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
 from .states import Origin, Review
 from .lock import ProjectLock, lock_path
-from .store import Category, ProjectStore
+from .records import Category
+from .store import ProjectStore
 
 
 @dataclass(frozen=True)

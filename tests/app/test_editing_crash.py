@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from cellseg.core.project.exchange import create_project
+from cellseg.core.project.records import Category
 from cellseg.core.project.states import Origin
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.store import ProjectStore
 
 CHILD = textwrap.dedent("""
     import os, sys, time
