@@ -201,7 +201,7 @@ def test_one_gpu_nccl_run_through_launch(tiles, tmp_path):
     """world size 1, backend nccl: a spawned process joins an NCCL group, DDP wraps the model,
     losses are all-reduced, rank 0 writes the run folder."""
     from cellseg.trainer.distributed import launch
-    from cellseg.trainer.loop import train_worker
+    from cellseg.trainer.worker import train_worker
     from cellseg.trainer.setup import prepare_run
 
     out = tmp_path / "nccl_run"
