@@ -20,6 +20,7 @@ precision; DDP averages the gradients), optional gradient clipping, SGD step, LR
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -112,7 +113,7 @@ class Trainer:
         # hook installs its own); the answer travels in the same all-reduce
         self.stop_requested: Callable[[], bool] = lambda: False
         self.status: str | None = None
-        self.checkpoint = None
+        self.checkpoint: Path | None = None
         self.final_eval: dict | None = None
         self.hooks = list(hooks)
         for h in self.hooks:
