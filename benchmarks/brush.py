@@ -60,9 +60,10 @@ def main(argv=None) -> int:
     from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
-    from cellseg.core.project import edits as E
     from cellseg.core.project.exchange import create_project
-    from cellseg.core.project.store import Category, ProjectStore
+    from cellseg.core.project.records import Category
+    from cellseg.core.project.store import ProjectStore
+    from cellseg.core.project.strokes import Stroke
 
     app = QApplication.instance() or QApplication([])
     tmp = Path(tempfile.mkdtemp(prefix="cellseg-brush-"))
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
         c.selected = {uid}
         window.canvas.center_on_pixel(x0, y0)
         app.processEvents()
-        stroke = E.Stroke(c.ann, uid, radius=8, erase=erase)
+        stroke = Stroke(c.ann, uid, radius=8, erase=erase)
         model_ms, overlay_ms, paint_ms, total_ms = [], [], [], []
         for k in range(args.steps):
             t = k / args.steps

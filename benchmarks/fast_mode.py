@@ -58,7 +58,8 @@ def load(model: str, precision: str, device: str):
 def agreement_ap(reference, predicted, min_score: float = 0.0) -> dict[str, float]:
     """COCO bbox/segm AP of ``predicted`` with ``reference`` (score >= min_score) as ground
     truth: 100 when fast reproduces exact."""
-    from cellseg.core.coco import CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
 
     ref = reference[reference.scores >= min_score]
@@ -73,7 +74,8 @@ def label_ap(predicted) -> float:
     """Class-agnostic mask AP against the nuclei image's real labels."""
     import tifffile
 
-    from cellseg.core.coco import CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
     from cellseg.core.structures import CroppedMasks, Instances
 

@@ -51,8 +51,9 @@ def measure(fn, repeat: int) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    from cellseg.core.coco import CocoImage, load_coco, write_coco
-    from cellseg.core.coco_checks import decode_masks, segmentation_rle
+    from cellseg.core.coco.checks import decode_masks, segmentation_rle
+    from cellseg.core.coco.dataset import CocoImage, load_coco
+    from cellseg.core.coco.writer import write_coco
     from cellseg.core.io import read_header, read_image
     from cellseg.core.structures import CroppedMasks, Instances
 

@@ -21,9 +21,10 @@ import numpy as np
 import tifffile
 
 from cellseg.core.interop import export_project, import_file
-from cellseg.core.project.edits import Origin
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 FILES = {"imagej": "{stem}.zip", "geojson": "{stem}.geojson", "cellpose": "{stem}_cp_masks.png"}
@@ -80,7 +81,8 @@ def run_case(name: str, labels: np.ndarray, image: np.ndarray) -> list[tuple]:
 def results_decoding(name: str, labels: np.ndarray) -> tuple:
     """COCO results -> Instances: core.coco's reader (pycocotools decode, a full-image array
     per detection) vs the interop reader (RLE strings straight into compact masks)."""
-    from cellseg.core.coco import CocoCategory, CocoDataset, CocoImage, parse_coco_results
+    from cellseg.core.coco.dataset import CocoCategory, CocoDataset, CocoImage
+    from cellseg.core.coco.results import parse_coco_results
     from cellseg.core.interop.coco_results import load_results_for_project
 
     masks, _ = CroppedMasks.from_label_image(labels)

@@ -65,7 +65,8 @@ def best(fn, repeat):
 
 
 def main(argv=None) -> int:
-    from cellseg.core.coco import CocoCategory, CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoCategory, CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
     from cellseg.core.postprocess import Settings, compose, soft_nms, weighted_boxes_fusion
     from cellseg.core.postprocess.soft_nms import soft_nms_reference

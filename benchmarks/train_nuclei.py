@@ -29,7 +29,8 @@ SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared"))
 
 
 def write_halves(out: Path) -> tuple[Path, Path]:
-    from cellseg.core.coco import CocoImage, write_coco
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import write_coco
     from cellseg.core.structures import CroppedMasks, Instances
 
     image = tifffile.imread(SHARED / "data" / "nuclei" / "img2d.tif")

@@ -9,8 +9,9 @@ import pytest
 import tifffile
 from hypothesis import HealthCheck, settings
 
-from cellseg.core.project.edits import Origin
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

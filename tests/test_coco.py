@@ -6,8 +6,9 @@ import tifffile
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from cellseg.core.coco import (CocoCategory, CocoImage, coco_results, load_coco,
-                               load_coco_results, write_coco, write_coco_results)
+from cellseg.core.coco.dataset import CocoCategory, CocoImage, load_coco
+from cellseg.core.coco.results import coco_results, load_coco_results, write_coco_results
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.errors import DataError
 from cellseg.core.structures import CroppedMasks, Instances
 

@@ -25,7 +25,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from cellseg.core.cli import main
-from cellseg.core.coco import CocoCategory, CocoImage, load_coco, write_coco
+from cellseg.core.coco.dataset import CocoCategory, CocoImage, load_coco
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.errors import DataError
 from cellseg.core.project.exchange import create_project, export_coco, import_coco
 from cellseg.core.project.store import ProjectStore

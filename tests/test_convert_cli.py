@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from cellseg.core.cli import main as cli
-from cellseg.core.coco import load_coco
+from cellseg.core.coco.dataset import load_coco
 from cellseg.core.evaluation import evaluate
 
 

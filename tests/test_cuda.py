@@ -111,7 +111,8 @@ def test_tta_under_a_memory_budget(nuclei_png, name):
 
 
 def _agreement_ap(reference, predicted, min_score=0.5) -> float:
-    from cellseg.core.coco import CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
 
     ref = reference[reference.scores >= min_score]
@@ -200,7 +201,7 @@ def test_one_gpu_nccl_run_through_launch(tiles, tmp_path):
     """world size 1, backend nccl: a spawned process joins an NCCL group, DDP wraps the model,
     losses are all-reduced, rank 0 writes the run folder."""
     from cellseg.trainer.distributed import launch
-    from cellseg.trainer.loop import train_worker
+    from cellseg.trainer.worker import train_worker
     from cellseg.trainer.setup import prepare_run
 
     out = tmp_path / "nccl_run"

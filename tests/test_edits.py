@@ -5,8 +5,11 @@ import tifffile
 from pycocotools import mask as mask_util
 
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import EditError, ImageAnnotations, Origin, Review
+from cellseg.core.project.annotations import ImageAnnotations
+from cellseg.core.project.raster import brush_region, polygon_region
 from cellseg.core.project.rle import decode_rle_strings
+from cellseg.core.project.states import Edit, EditError, Origin, Region, Review
+from cellseg.core.project.strokes import Stroke
 from cellseg.core.structures import CroppedMasks, Instances
 
 
@@ -28,7 +31,7 @@ def dense_of(a: ImageAnnotations) -> np.ndarray:
     return a.masks.to_dense()
 
 
-def check_roundtrip(a: ImageAnnotations, edit: E.Edit):
+def check_roundtrip(a: ImageAnnotations, edit: Edit):
     """apply -> undo is pixel-identical to before; redo is pixel-identical to after."""
     before = a.copy()
     dense_before = dense_of(a)
@@ -69,7 +72,7 @@ def test_select_picks_topmost_by_score(ann, labels):
     assert ann.instance_at(x + 0.5, y + 0.5) == 70
     assert ann.instance_at(-3, 4) is None
     # an overlapping drawn instance (score 1.0) wins over the model's
-    region = E.brush_region([(x, y)], 3, labels.shape)
+    region = brush_region([(x, y)], 3, labels.shape)
     ann.apply(E.draw_instance(ann, region, class_id=1, allow_overlap=True))
     top = ann.instance_at(x, y)
     assert ann.state(top).origin == Origin.DRAWN
@@ -91,7 +94,7 @@ def test_brush_respects_overlap_rule(ann, labels):
     a, b = _touching_pair(labels)
     ya, xa = np.argwhere(labels == a).mean(0)
     yb, xb = np.argwhere(labels == b).mean(0)
-    region = E.brush_region([(xa, ya), (xb, yb)], 4, labels.shape)
+    region = brush_region([(xa, ya), (xb, yb)], 4, labels.shape)
     edit = E.add_region(ann, a * 10, region)
     before, after = check_roundtrip(ann, edit)
     grown = ann.state(a * 10)
@@ -109,7 +112,7 @@ def test_brush_respects_overlap_rule(ann, labels):
 
 def test_eraser_deletes_an_instance_erased_completely(ann, labels):
     ys, xs = np.nonzero(labels == 9)
-    region = E.Region((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+    region = Region((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
                       np.ones((ys.max() - ys.min() + 1, xs.max() - xs.min() + 1), bool))
     edit = E.erase_region(ann, 90, region)
     check_roundtrip(ann, edit)
@@ -119,7 +122,7 @@ def test_eraser_deletes_an_instance_erased_completely(ann, labels):
 def test_live_stroke_folds_into_one_edit(ann, labels):
     before = ann.copy()
     ys, xs = np.nonzero(labels == 13)
-    stroke = E.Stroke(ann, 130, radius=3)
+    stroke = Stroke(ann, 130, radius=3)
     for t in np.linspace(0, 1, 12):
         rect = stroke.move_to(xs.mean() + 40 * t, ys.mean() + 5 * t)
         assert rect is not None
@@ -131,7 +134,7 @@ def test_live_stroke_folds_into_one_edit(ann, labels):
     assert ann.same_as(after)
     assert ann.masks.to_dense().sum(0).max() == 1
     # painting with nothing selected makes a new drawn instance
-    fresh = E.Stroke(ann, None, radius=5, class_id=1)
+    fresh = Stroke(ann, None, radius=5, class_id=1)
     fresh.move_to(3, 3); fresh.move_to(12, 3)
     e2 = fresh.finish()
     new = [u for u, s in e2.after.items() if e2.before[u] is None]
@@ -141,15 +144,15 @@ def test_live_stroke_folds_into_one_edit(ann, labels):
 
 def test_draw_polygon_and_fill_hole(ann):
     square = [(130, 2), (170, 2), (170, 42), (130, 42)]  # a spot with no nucleus
-    edit = E.draw_instance(ann, E.polygon_region(square, ann.image_size), class_id=0,
+    edit = E.draw_instance(ann, polygon_region(square, ann.image_size), class_id=0,
                            allow_overlap=True)
     check_roundtrip(ann, edit)
     uid = next(iter(u for u, s in edit.after.items() if s is not None and s.origin == Origin.DRAWN))
     s = ann.state(uid)
     assert s.area == 41 * 41
     # punch two holes, fill one by clicking into it, then the rest
-    hole = E.Region((140, 12, 145, 17), np.ones((5, 5), bool))
-    hole2 = E.Region((155, 27, 160, 32), np.ones((5, 5), bool))
+    hole = Region((140, 12, 145, 17), np.ones((5, 5), bool))
+    hole2 = Region((155, 27, 160, 32), np.ones((5, 5), bool))
     ann.apply(E.erase_region(ann, uid, hole))
     ann.apply(E.erase_region(ann, uid, hole2))
     one = E.fill_holes(ann, uid, at=(142, 14))
@@ -209,17 +212,17 @@ def test_random_edit_sequence_undoes_and_redoes_exactly(ann, labels):
         kind = rng.integers(0, 6)
         try:
             if kind == 0:
-                edit = E.add_region(ann, u, E.brush_region([(x, y), (x + 9, y + 4)], 4, (h, w)))
+                edit = E.add_region(ann, u, brush_region([(x, y), (x + 9, y + 4)], 4, (h, w)))
             elif kind == 1:
                 s = ann.state(u)
                 cx, cy = (s.window[0] + s.window[2]) / 2, (s.window[1] + s.window[3]) / 2
-                edit = E.erase_region(ann, u, E.brush_region([(cx, cy)], 5, (h, w)))
+                edit = E.erase_region(ann, u, brush_region([(cx, cy)], 5, (h, w)))
             elif kind == 2:
                 edit = E.delete(ann, [u])
             elif kind == 3:
                 edit = E.merge(ann, rng.choice(uids, 2, replace=False))
             elif kind == 4:
-                edit = E.draw_instance(ann, E.polygon_region(
+                edit = E.draw_instance(ann, polygon_region(
                     [(x, y), (x + 15, y), (x + 8, y + 12)], (h, w)), 0)
             else:
                 edit = E.set_class(ann, [u], int(rng.integers(0, 3)))

@@ -12,7 +12,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cellseg.core.cli import main as cli
-from cellseg.core.coco import CocoImage, load_coco, write_coco
+from cellseg.core.coco.dataset import CocoImage, load_coco
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.errors import DataError
 from cellseg.core.evaluation import evaluate
 from cellseg.core.structures import CroppedMasks, Instances

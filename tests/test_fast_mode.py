@@ -53,7 +53,8 @@ def demo():
 
 
 def _mask_ap(truth: Instances, predicted: Instances) -> float:
-    from cellseg.core.coco import CocoImage, coco_dict
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import coco_dict
     from cellseg.core.evaluation import evaluate
 
     gt = coco_dict([CocoImage(1, "image", *truth.image_size)], ["nucleus"],

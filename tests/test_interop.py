@@ -17,7 +17,9 @@ from shapely.geometry import shape
 from cellseg.core.interop.polygons import trace_mask
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin, Review
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 from .test_project_cli import cli
@@ -65,7 +67,7 @@ def project(make_project, gt_masks) -> Path:
     inst = Instances(masks.image_size, masks.tight_boxes(), np.ones(len(masks)),
                      np.zeros(len(masks)), masks)
     with ProjectStore.open(path) as store:
-        store.add_instances(store.images()[0].id, inst, E.Origin.IMPORTED, label_ids=ids)
+        store.add_instances(store.images()[0].id, inst, Origin.IMPORTED, label_ids=ids)
     return path
 
 
@@ -106,7 +108,7 @@ def test_imagej_export_counts_lost_holes_and_import_skips_lines(tmp_path, empty_
     masks = CroppedMasks.from_dense(ring[None])
     with ProjectStore.open(empty_project) as store:
         store.add_instances(store.images()[0].id, Instances(
-            (512, 512), masks.tight_boxes(), [1], [0], masks), E.Origin.DRAWN)
+            (512, 512), masks.tight_boxes(), [1], [0], masks), Origin.DRAWN)
     rc, out, err = cli("export", empty_project, "--out", tmp_path / "rois", "--format", "imagej")
     assert rc == 0, err
     assert "1 instances lost theirs" in out
@@ -166,7 +168,7 @@ def test_geojson_keeps_holes_and_parts_and_repairs_corner_touching_pixels(tmp_pa
     with ProjectStore.open(empty_project) as store:
         store.add_instances(store.images()[0].id,
                             Instances((512, 512), masks.tight_boxes(), [1, 1, 1], [0, 1, 0],
-                                      masks), E.Origin.DRAWN)
+                                      masks), Origin.DRAWN)
     assert cli("export", empty_project, "--out", tmp_path / "gj", "--format", "geojson")[0] == 0
     feats = json.loads((tmp_path / "gj" / "img2d.geojson").read_text())["features"]
     geoms = [shape(f["geometry"]) for f in feats]
@@ -280,7 +282,7 @@ def test_cellpose_export_says_where_overlaps_went(tmp_path, empty_project):
     masks = CroppedMasks.from_dense(m)
     with ProjectStore.open(empty_project) as store:
         store.add_instances(store.images()[0].id, Instances(
-            (512, 512), masks.tight_boxes(), [1, 1], [0, 0], masks), E.Origin.DRAWN)
+            (512, 512), masks.tight_boxes(), [1, 1], [0, 0], masks), Origin.DRAWN)
     rc, out, err = cli("export", empty_project, "--out", tmp_path / "cp", "--format", "cellpose")
     assert rc == 0 and "25 overlapping pixels went to the later instance" in out
     back = cv2.imread(str(tmp_path / "cp" / "img2d_cp_masks.png"), cv2.IMREAD_UNCHANGED)
@@ -301,14 +303,14 @@ def test_coco_results_import_review_and_export(tmp_path, empty_project, gt_masks
     with ProjectStore.open(empty_project) as store:
         image = store.images()[0]
         ann = store.load(image.id)
-        assert len(ann) == kept and (ann.origins == E.Origin.MODEL).all()
+        assert len(ann) == kept and (ann.origins == Origin.MODEL).all()
         assert np.allclose(np.sort(ann.scores), np.sort(scores[scores >= 0.5]))
         # stored best first (scores rise with the index): exactly the predicted pixels
         assert ann.to_instances().masks == masks[np.flatnonzero(scores >= 0.5)[::-1]]
         # review: reject the lowest-scoring one, accept the best, mark the image reviewed
         low, best = ann.uids[np.argmin(ann.scores)], ann.uids[np.argmax(ann.scores)]
-        for edit in (E.set_review(ann, [low], E.Review.REJECTED),
-                     E.set_review(ann, [best], E.Review.ACCEPTED),
+        for edit in (E.set_review(ann, [low], Review.REJECTED),
+                     E.set_review(ann, [best], Review.ACCEPTED),
                      E.set_image_reviewed(ann, True)):
             ann.apply(edit)
             store.save_edit(image.id, edit)

@@ -12,10 +12,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cellseg.core.cli import main
-from cellseg.core.coco import seed_to_coco
+from cellseg.core.coco.research_folder import seed_to_coco
 from cellseg.core.errors import DataError
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import import_coco
+from cellseg.core.project.raster import polygon_region
+from cellseg.core.project.states import Review
 from cellseg.core.project.store import ProjectStore
 
 
@@ -70,8 +72,8 @@ def test_export_loads_in_pycocotools_and_scores_ap_100(tmp_path, project):
         image = store.images()[0]
         ann = store.load(image.id)
         for edit in (E.delete(ann, ann.uids[:3]),
-                     E.set_review(ann, ann.uids[3:5], E.Review.REJECTED),
-                     E.draw_instance(ann, E.polygon_region([(130, 2), (170, 2), (150, 40)],
+                     E.set_review(ann, ann.uids[3:5], Review.REJECTED),
+                     E.draw_instance(ann, polygon_region([(130, 2), (170, 2), (150, 40)],
                                                            ann.image_size), 0)):
             ann.apply(edit)
             store.save_edit(image.id, edit)

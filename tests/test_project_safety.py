@@ -226,6 +226,7 @@ DISK_FULL = """
     import os, resource, signal, sys
     from cellseg.core.errors import DataError
     from cellseg.core.project import edits as E
+    from cellseg.core.project.raster import brush_region
     from cellseg.core.project.store import ProjectStore
 
     path, image_id = sys.argv[1], int(sys.argv[2])
@@ -239,7 +240,7 @@ DISK_FULL = """
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path + "-wal") + 1024, hard))
-    region = E.brush_region([(40, 40), (470, 470)], 40, ann.image_size)
+    region = brush_region([(40, 40), (470, 470)], 40, ann.image_size)
     big = E.draw_instance(ann, region, 0)  # a large new mask: many pages
     try:
         store.save_edit(image_id, big)
@@ -277,6 +278,7 @@ EDITOR = """
     import sys
     import numpy as np
     from cellseg.core.project import edits as E
+    from cellseg.core.project.raster import polygon_region
     from cellseg.core.project.store import ProjectStore
 
     path, image_id, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -285,7 +287,7 @@ EDITOR = """
     rng = np.random.default_rng(0)
     for i in range(1, n + 1):
         x, y = rng.uniform(30, 480, 2)
-        region = E.polygon_region([(x, y), (x + 12, y), (x + 6, y + 14)], ann.image_size)
+        region = polygon_region([(x, y), (x + 12, y), (x + 6, y + 14)], ann.image_size)
         edit = E.draw_instance(ann, region, 0)
         ann.apply(edit)
         with store.transaction():  # the edit and its counter commit together

@@ -12,9 +12,11 @@ import tifffile
 
 from cellseg.core.errors import DataError
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import Origin, Review
+from cellseg.core.project.raster import polygon_region
+from cellseg.core.project.records import Category
 from cellseg.core.project.schema import SCHEMA_VERSION, migrate
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.states import Review
+from cellseg.core.project.store import ProjectStore
 from cellseg.core.structures import CroppedMasks, Instances
 
 
@@ -48,7 +50,7 @@ def test_each_edit_writes_only_its_rows_and_survives_reopen(tmp_path, project, n
     a, b = int(uids[3]), int(uids[10])
     edits = [E.delete(ann, [a]),
              E.set_class(ann, [b], 1),
-             E.draw_instance(ann, E.polygon_region([(130, 2), (170, 2), (150, 40)],
+             E.draw_instance(ann, polygon_region([(130, 2), (170, 2), (150, 40)],
                                                    ann.image_size), 0),
              E.set_review(ann, [int(uids[20])], Review.ACCEPTED),
              E.set_image_reviewed(ann)]
@@ -136,6 +138,7 @@ CHILD = textwrap.dedent("""
     import sys
     import numpy as np
     from cellseg.core.project import edits as E
+    from cellseg.core.project.raster import brush_region, polygon_region
     from cellseg.core.project.store import ProjectStore
 
     store = ProjectStore.open(sys.argv[1])
@@ -147,9 +150,9 @@ CHILD = textwrap.dedent("""
         u = int(rng.choice(ann.uids))
         x, y = rng.uniform(20, 490, 2)
         if i % 3 == 0:
-            edit = E.add_region(ann, u, E.brush_region([(x, y), (x + 6, y + 3)], 4, ann.image_size))
+            edit = E.add_region(ann, u, brush_region([(x, y), (x + 6, y + 3)], 4, ann.image_size))
         elif i % 3 == 1:
-            edit = E.draw_instance(ann, E.polygon_region([(x, y), (x + 9, y), (x, y + 9)],
+            edit = E.draw_instance(ann, polygon_region([(x, y), (x + 9, y), (x, y + 9)],
                                                          ann.image_size), 0)
         else:
             edit = E.set_class(ann, [u], i % 4)

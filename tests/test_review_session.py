@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cellseg.core.postprocess.pipeline import Settings, compose
-from cellseg.core.project.edits import EditError, Origin, Review, delete
+from cellseg.core.project.edits import delete
+from cellseg.core.project.states import EditError, Origin, Review
 from cellseg.core.project.store import ProjectStore
 from cellseg.core.review import ImageState, ReviewSession, ReviewSettings
 

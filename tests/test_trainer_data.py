@@ -79,7 +79,8 @@ def test_project_split_is_reproducible_and_disjoint():
 
 
 def test_loader_skips_images_without_annotations(tmp_path, nuclei_dir):
-    from cellseg.core.coco import CocoImage, write_coco
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import write_coco
     from cellseg.core.structures import CroppedMasks, Instances
 
     image = tifffile.imread(nuclei_dir / "img2d.tif")

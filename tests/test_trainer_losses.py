@@ -375,7 +375,8 @@ def test_load_pretrained_reinitialises_only_class_layers(fixtures_dir):
 def test_coco_ap_counts_every_nucleus(nuclei, tmp_path):
     """125 nuclei in one image: with COCO's default of 100 detections AP could not reach 100;
     the trainer's evaluation (maxDets 1000) gives exactly 100 for the GT itself."""
-    from cellseg.core.coco import CocoImage, write_coco
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import write_coco
     from cellseg.trainer.data import load_source
     from cellseg.trainer.evaluation import coco_evaluate
 

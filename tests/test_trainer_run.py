@@ -21,7 +21,8 @@ import tifffile
 import torch
 
 from cellseg.core.cli import main as cli_main
-from cellseg.core.coco import CocoImage, load_coco, write_coco
+from cellseg.core.coco.dataset import CocoImage, load_coco
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.structures import CroppedMasks, Instances
 
 from tests.conftest import FIXTURES

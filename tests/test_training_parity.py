@@ -19,7 +19,7 @@ import torch
 from cellseg.core.cli import main as cli_main
 from cellseg.trainer.data import load_source
 from cellseg.trainer.loss_check import build_for_loss_check, loss_dict
-from cellseg.trainer.loop import optimizer_step
+from cellseg.trainer.loop import backward, update
 from cellseg.trainer.setup import build_config, fit_classes_to_data
 from cellseg.trainer.solver import build_lr_scheduler, build_optimizer, gradient_clipper
 
@@ -95,9 +95,10 @@ def test_one_sgd_step_equals_upstream(name):
     assert sorted({g["lr"] for g in optimizer.param_groups}) == pytest.approx(
         step["lr_groups_at_step"], rel=1e-12)
     losses = loss_dict(model, batch)
-    optimizer_step(sum(losses.values()), optimizer, scheduler,
-                   torch.amp.GradScaler("cuda", enabled=False), gradient_clipper(cfg),
-                   [p for p in model.parameters() if p.requires_grad])
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    backward(sum(losses.values()), optimizer, scaler)
+    update(optimizer, scheduler, scaler, gradient_clipper(cfg),
+           [p for p in model.parameters() if p.requires_grad])
     worst_param, worst_delta = 0.0, 0.0
     for k, p in model.named_parameters():
         if k not in before:

@@ -4,7 +4,9 @@ Modules: ``losses`` (RPN / Fast R-CNN / cascade / mask / PointRend losses and sa
 by the engine's training hooks), ``augment`` and ``data`` (COCO or research-folder data,
 config augmentations, sharded sampling), ``solver`` (SGD, warm-up multi-step / cosine LR,
 gradient clipping), ``checkpointing`` (run-folder checkpoints, non-strict initialisation),
-``evaluation`` (COCO AP), ``loop`` (the training loop), ``distributed`` (multi-process launch),
-``setup`` (run preparation and the cell defaults), ``project_data`` (a project's reviewed
+``evaluation`` (COCO AP), ``loop`` (the Trainer: one iteration per ``run_step``, hooks around
+it), ``hooks`` (stop requests, NaN/inf check, metrics, checkpoints, evaluation, plots),
+``worker`` (one rank's run: builds the Trainer and its hooks), ``distributed`` (multi-process
+launch), ``setup`` (run preparation and the cell defaults), ``project_data`` (a project's reviewed
 images as train/val COCO files), ``plots`` (PNG curves) and ``cli``.
 """

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from cellseg.core.errors import CellsegError
 
     from .distributed import launch
-    from .loop import set_threads, train_worker
+    from .worker import set_threads, train_worker
     from .setup import prepare_run
 
     device, procs, backend = resolve_processes(args)

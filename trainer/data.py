@@ -3,7 +3,7 @@
 A data argument is either a COCO instance file (``*.json``; image ``file_name`` relative to
 the file's folder, as the app's export writes it) or a research folder
 (``<root>/<sample>/image.tif`` + ``class1.tif`` ... ``classK.tif``), which is converted to
-COCO once, into the run folder, by ``cellseg.core.coco.seed_to_coco``.
+COCO once, into the run folder, by ``cellseg.core.coco.research_folder.seed_to_coco``.
 
 Images are read with ``cellseg.core.io.read_image`` and converted to the model's uint8 input by
 the engine's documented rule (``to_model_input``: percentile scaling for 8/16-bit and float
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cellseg.core.coco import CocoDataset, load_coco, seed_to_coco
+from cellseg.core.coco.dataset import CocoDataset, load_coco
+from cellseg.core.coco.research_folder import seed_to_coco
 from cellseg.core.errors import DataError
 from cellseg.core.io import read_image, to_model_input
 from cellseg.core.structures import Instances

@@ -69,7 +69,7 @@ def launch(worker, args: tuple, num_processes: int = 1, num_machines: int = 1,
 
 
 def _process(local_rank, worker, world, num_processes, machine_rank, dist_url, backend, args):
-    from .loop import set_threads
+    from .worker import set_threads
 
     rank = machine_rank * num_processes + local_rank
     if backend == "nccl":

@@ -1,73 +1,65 @@
-"""The training loop: one process per rank, Detectron2's SimpleTrainer/AMPTrainer semantics.
+"""The training loop: a :class:`Trainer` whose ``run_step`` does one iteration, and hooks.
 
-Per iteration: next batch (this rank's shard), loss dict from ``forward_train``, a finite check
-on the rank-averaged losses, backward (scaled under mixed precision), optional gradient
-clipping, SGD step, LR schedule step. Rank 0 writes ``metrics.json`` (one JSON object per
-line), checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations, evaluates every
-``TEST.EVAL_PERIOD`` iterations and at the end, and draws the curves.
+As in Detectron2's ``engine/train_loop.py``, the loop itself only updates the weights; everything
+else a run does (metrics and the console line, checkpoints, evaluation, stop requests, the
+NaN/inf check) is a :class:`HookBase` in :mod:`cellseg.trainer.hooks`. The trainer calls its
+hooks, in list order, like this::
 
-A stop request (a file named ``STOP`` in the run folder, SIGTERM or SIGINT) is honoured at the
-end of the current iteration on every rank: a checkpoint is written and the run exits, to be
-continued with ``--resume``.
+    hook.before_train()
+    for iter in range(start_iter, max_iter):
+        hook.before_step()
+        trainer.run_step()       # calls hook.after_backward() between backward and the update
+        hook.after_step()
+        if trainer.stopping: break
+    hook.after_train()           # also after an exception; trainer.status is None then
+
+One step follows Detectron2's SimpleTrainer/AMPTrainer: next batch (this rank's shard), loss
+dict from ``forward_train``, the rank-averaged loss values, backward (scaled under mixed
+precision; DDP averages the gradients), optional gradient clipping, SGD step, LR schedule step.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import signal
-import statistics
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from cellseg.core.errors import CellsegError, ConfigError
-
-from .checkpointing import RunCheckpointer, load_pretrained
-from .data import TrainLoader, load_source
-from .evaluation import evaluate_model, flatten, format_table
-from .solver import build_lr_scheduler, build_optimizer, gradient_clipper, lr_multiplier
-
-STOP_FILE = "STOP"
-METRICS_FILE = "metrics.json"
+from cellseg.core.errors import CellsegError
 
 
 class TrainingError(CellsegError):
     """Training cannot go on (diverged, nothing to train, ...)."""
 
 
-@dataclass
-class RunSpec:
-    """Everything a rank needs besides the config (picklable, for spawned processes)."""
+class HookBase:
+    """Something a run does around the iterations; every method is optional.
 
-    output: Path
-    train_json: Path
-    train_root: Path
-    val_json: Path | None = None
-    val_root: Path | None = None
-    weights: str | None = None
-    resume: bool = False
-    device: str = "cpu"
-    log_period: int = 20
-    eval_initial: bool = False
-    seed: int = 0
-    class_names: list[str] = field(default_factory=list)
+    ``self.trainer`` is set when the hook is given to a :class:`Trainer`. ``before_step`` should
+    take negligible time (it is inside the iteration's timing); slow work goes in
+    ``after_step``.
+    """
+
+    trainer: "Trainer"
+
+    def before_train(self) -> None:
+        pass
+
+    def before_step(self) -> None:
+        pass
+
+    def after_backward(self) -> None:
+        """Called after backward and before the weights change (``trainer.losses`` is set)."""
+
+    def after_step(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        """Called when the loop ends, by an exception too: ``trainer.status`` is None then."""
 
 
-@dataclass
-class RunResult:
-    status: str  # "finished", "stopped" or "already finished"
-    start_iter: int
-    last_iter: int
-    checkpoint: Path | None
-    final_eval: dict | None = None
-
-
-class _TrainForward(nn.Module):
+class TrainForward(nn.Module):
     """Wraps the model so DistributedDataParallel's forward is ``forward_train``."""
 
     def __init__(self, model: nn.Module):
@@ -78,101 +70,122 @@ class _TrainForward(nn.Module):
         return self.model.forward_train(images, targets)
 
 
-class _StopFlag:
-    def __init__(self, output: Path):
-        self.file = output / STOP_FILE
-        self.signalled = False
-        self._old = {}
+class Trainer:
+    """One rank's training loop over ``[start_iter, max_iter)``.
 
-    def install(self):
-        if threading_main():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handler)
+    Args:
+        model: the detector (its ``forward_train(images, targets)`` gives the loss dict).
+        loader: iterator of (images, targets) batches for this rank, already positioned at
+            ``start_iter``.
+        distributed: wrap the model in DistributedDataParallel and all-reduce the losses
+            (``torch.distributed`` is initialised).
+        clip: :func:`~cellseg.trainer.solver.gradient_clipper`'s result or None.
+        amp: autocast the forward and scale the loss (CUDA only).
 
-    def uninstall(self):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    State the hooks read: ``iter`` (the current or last iteration; ``start_iter - 1`` before
+    the first), ``losses`` (name -> rank-averaged value of the last step), ``data_time`` and
+    ``iter_time`` (seconds), ``stopping`` (some rank asked to stop during this step),
+    ``status`` (None until the loop ends: "finished" or "stopped"), ``checkpoint`` (the last
+    checkpoint this rank wrote) and ``final_eval``.
+    """
 
-    def _handler(self, signum, frame):
-        if self.signalled and signum == signal.SIGINT:  # a second Ctrl+C: leave at once
-            raise KeyboardInterrupt
-        self.signalled = True
+    def __init__(self, model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
+                 scaler: torch.amp.GradScaler, clip, device: torch.device, start_iter: int,
+                 max_iter: int, distributed: bool, world: int, amp: bool,
+                 hooks: Sequence[HookBase] = ()):
+        self.model = model
+        self.net: nn.Module = TrainForward(model)
+        if distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False)
+        self.loader, self.optimizer, self.scheduler = loader, optimizer, scheduler
+        self.scaler = scaler
+        self.clip = clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device, self.distributed, self.world, self.amp = device, distributed, world, amp
+        self.start_iter, self.max_iter = start_iter, max_iter
+        self.iter = start_iter - 1
+        self.losses: dict[str, float] = {}
+        self.data_time = self.iter_time = 0.0
+        self.stopping = False
+        # this rank's stop request, asked right before the losses are all-reduced (the stop
+        # hook installs its own); the answer travels in the same all-reduce
+        self.stop_requested: Callable[[], bool] = lambda: False
+        self.status: str | None = None
+        self.checkpoint: Path | None = None
+        self.final_eval: dict | None = None
+        self.hooks = list(hooks)
+        for h in self.hooks:
+            h.trainer = self
 
-    def requested(self) -> bool:
-        return self.signalled or self.file.exists()
+    def train(self) -> None:
+        """Run the iterations; ``status`` says how the loop ended."""
+        try:
+            self._call("before_train")
+            for self.iter in range(self.start_iter, self.max_iter):
+                self._call("before_step")
+                self.run_step()
+                self._call("after_step")
+                if self.stopping:
+                    break
+            self.status = "stopped" if self.stopping else "finished"
+        finally:
+            self._call("after_train")
+
+    def run_step(self) -> None:
+        """One iteration: batch, forward, all-reduce, backward, ``after_backward``, update."""
+        t0 = time.perf_counter()
+        images, targets = next(self.loader)
+        images, targets = _to_device(images, targets, self.device)
+        self.data_time = time.perf_counter() - t0
+        try:
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss_dict = self.net(images, targets)
+        except FloatingPointError as exc:
+            raise TrainingError(f"training diverged at iteration {self.iter}: {exc}; lower "
+                                "SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS") from None
+        names = sorted(loss_dict)
+        losses = sum(loss_dict[k] for k in names)
+        # rank-averaged loss values and the stop request in one small all-reduce
+        flags = torch.tensor([float(self.stop_requested())], device=self.device)
+        vals = torch.cat([torch.stack([loss_dict[k].detach().float() for k in names]), flags])
+        if self.distributed:
+            torch.distributed.all_reduce(vals)
+            vals[:-1] /= self.world
+        self.losses = dict(zip(names, vals[:-1].tolist()))
+        self.stopping = vals[-1].item() > 0
+        backward(losses, self.optimizer, self.scaler)
+        self._call("after_backward")
+        update(self.optimizer, self.scheduler, self.scaler, self.clip, self.params)
+        self.iter_time = time.perf_counter() - t0
+
+    def _call(self, stage: str) -> None:
+        for h in self.hooks:
+            getattr(h, stage)()
 
 
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    try:
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
-    except ImportError:  # Windows
-        return float("nan")
-
-
-class MetricsWriter:
-    """Appends JSON lines to ``metrics.json`` (rank 0 only); on resume, drops the lines a killed
-    run wrote after its last checkpoint so every curve stays one value per iteration."""
-
-    def __init__(self, path: Path, start_iter: int):
-        self.path = path
-        if start_iter > 0 and path.is_file():
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line).get("iteration", -1) < start_iter:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by the kill
-            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        elif start_iter == 0 and path.exists():
-            path.unlink()
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, allow_nan=True) + "\n")
-            f.flush()
-
-
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _to_device(images, targets, device):
-    images = [im.to(device, non_blocking=True) for im in images]
-    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-    return images, targets
-
-
-def _log(rank: int, text: str) -> None:
-    if rank == 0:
-        print(text, flush=True)
-
-
-def optimizer_step(losses: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler,
-                   scaler: torch.amp.GradScaler, clip, params: list[nn.Parameter]) -> None:
-    """One update from the summed loss, in Detectron2's SimpleTrainer / AMPTrainer order:
-    zero the gradients, backward (scaled under mixed precision; DDP averages the gradients
-    over the ranks here), clip the unscaled gradients, SGD step, then the LR schedule's step.
+def backward(losses: torch.Tensor, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> None:
+    """Zero the gradients and backpropagate the summed loss (scaled under mixed precision;
+    DDP averages the gradients over the ranks here).
 
     Args:
         losses: scalar, the sum of the loss dict.
-        clip: :func:`~cellseg.trainer.solver.gradient_clipper`'s result or None.
-        params: the trainable parameters (what ``clip`` clips).
     """
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses).backward()
+
+
+def update(optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, clip,
+           params: list[nn.Parameter]) -> None:
+    """Apply the gradients in Detectron2's SimpleTrainer / AMPTrainer order: clip the unscaled
+    gradients, SGD step, then the LR schedule's step.
+
+    Args:
+        clip: :func:`~cellseg.trainer.solver.gradient_clipper`'s result or None.
+        params: the trainable parameters (what ``clip`` clips).
+    """
     if clip is not None:
         scaler.unscale_(optimizer)
         clip(params)
@@ -181,188 +194,10 @@ def optimizer_step(losses: torch.Tensor, optimizer: torch.optim.Optimizer, sched
     scheduler.step()
 
 
-def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> RunResult:
-    """Train on this rank (``torch.distributed`` already initialised when ``world > 1``)."""
-    from cellseg.core.engine.meta_arch import build_model
-
-    # a process group of one (launch(..., spawn=True)) still takes the distributed path
-    distributed = world > 1 or (torch.distributed.is_available()
-                                and torch.distributed.is_initialized())
-    device = torch.device(f"cuda:{local_rank}" if spec.device == "cuda" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.manual_seed(spec.seed + rank)
-    s = cfg.SOLVER
-    max_iter = int(s.MAX_ITER)
-    batch_per_rank = int(s.IMS_PER_BATCH) // world
-    amp = bool(s.AMP.ENABLED) and device.type == "cuda"
-
-    train = load_source(spec.train_json, image_root=spec.train_root)
-    val = load_source(spec.val_json, image_root=spec.val_root) if spec.val_json else None
-    try:
-        model = build_model(cfg).to(device)
-    except (ValueError, KeyError, AttributeError) as exc:
-        raise ConfigError(f"cannot build the model from the config: {exc}") from exc
-    model.train()
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_lr_scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    checkpointer = RunCheckpointer(spec.output, model, optimizer, scheduler, scaler)
-    start = checkpointer.resume() if spec.resume else 0
-    if spec.resume and start > 0:
-        _log(rank, f"resuming from {checkpointer.last_checkpoint().name} at iteration {start}")
-    elif spec.weights:
-        report = load_pretrained(model, spec.weights)
-        for line in report.lines():
-            _log(rank, f"initialising from {spec.weights}: {line}")
-    else:
-        _log(rank, "training from scratch (no starting weights)")
-    if start >= max_iter:
-        _log(rank, f"nothing to do: the run already reached SOLVER.MAX_ITER {max_iter}")
-        return RunResult("already finished", start, start - 1, checkpointer.last_checkpoint())
-
-    output = spec.output
-    stop = _StopFlag(output)
-    writer = None
-    if rank == 0:
-        writer = MetricsWriter(output / METRICS_FILE, start)
-        (output / "evaluation").mkdir(exist_ok=True)
-    if spec.eval_initial and val is not None and rank == 0 and start == 0:
-        initial = evaluate_model(model, cfg, val, device)
-        _write_json(output / "evaluation" / "initial.json", initial)
-        _log(rank, "validation AP of the starting weights:\n" + format_table(initial))
-    if distributed:
-        torch.distributed.barrier()
-
-    net = _TrainForward(model)
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[local_rank] if device.type == "cuda" else None,
-            broadcast_buffers=False)
-    loader = TrainLoader(train, cfg, batch_per_rank, spec.seed, rank, world, start)
-    clip = gradient_clipper(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    multiplier = lr_multiplier(cfg)
-    period = int(s.CHECKPOINT_PERIOD)
-    eval_period = int(cfg.TEST.EVAL_PERIOD)
-    window: dict[str, list[float]] = {}
-    tty = sys.stdout.isatty()
-    stop.install()
-    it = start - 1
-    status = "finished"
-    last_ckpt = None
-    try:
-        for it in range(start, max_iter):
-            t0 = time.perf_counter()
-            images, targets = next(loader)
-            images, targets = _to_device(images, targets, device)
-            data_time = time.perf_counter() - t0
-            try:
-                with torch.autocast(device.type, enabled=amp):
-                    loss_dict = net(images, targets)
-            except FloatingPointError as exc:
-                raise TrainingError(f"training diverged at iteration {it}: {exc}; lower "
-                                    "SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS") from None
-            names = sorted(loss_dict)
-            losses = sum(loss_dict[k] for k in names)
-            # rank-averaged loss values (and the stop request) in one small all-reduce
-            flags = torch.tensor([float(stop.requested())], device=device)
-            vals = torch.cat([torch.stack([loss_dict[k].detach().float() for k in names]), flags])
-            if distributed:
-                torch.distributed.all_reduce(vals)
-                vals[:-1] /= world
-            values = dict(zip(names, vals[:-1].tolist()))
-            if not all(math.isfinite(v) for v in values.values()):
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                raise TrainingError(
-                    f"loss became NaN or infinite at iteration {it} ({shown}): training "
-                    "diverged; lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
-                    "SOLVER.CLIP_GRADIENTS, then start again (or --resume from the last good "
-                    "checkpoint)")
-            optimizer_step(losses, optimizer, scheduler, scaler, clip, params)
-            iter_time = time.perf_counter() - t0
-            values["total_loss"] = sum(v for k, v in values.items())
-            for k, v in values.items():
-                window.setdefault(k, []).append(v)
-            window.setdefault("time", []).append(iter_time)
-            window.setdefault("data_time", []).append(data_time)
-            done = it + 1
-            stop_now = vals[-1].item() > 0
-            if rank == 0 and (done % spec.log_period == 0 or done == max_iter or stop_now):
-                row = {"iteration": it}
-                row.update({k: statistics.median(v) for k, v in window.items()})
-                row["lr"] = float(s.BASE_LR) * multiplier(it)
-                row["eta_seconds"] = row["time"] * (max_iter - done)
-                row["peak_memory_mb"] = peak_memory_mb(device)
-                writer.write(row)
-                window.clear()
-                losses_text = "  ".join(f"{k.removeprefix('loss_')} {row[k]:.3f}"
-                                        for k in names)
-                line = (f"iter {done}/{max_iter}  total_loss {row['total_loss']:.3f}  "
-                        f"{losses_text}  lr {row['lr']:.2e}  {row['time']:.2f} s/it  "
-                        f"ETA {_fmt_eta(row['eta_seconds'])}  "
-                        f"mem {row['peak_memory_mb']:.0f} MB")
-                print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
-            if stop_now:
-                status = "stopped"
-                break
-            if done < max_iter and period > 0 and done % period == 0 and rank == 0:
-                last_ckpt = checkpointer.save(f"model_{it:07d}", it)
-            if (done < max_iter and eval_period > 0 and done % eval_period == 0
-                    and val is not None):
-                if rank == 0:
-                    _evaluate(model, cfg, val, device, it, writer, output)
-                if distributed:
-                    torch.distributed.barrier()
-    finally:
-        stop.uninstall()
-        if tty and rank == 0:
-            print(flush=True)
-    result = RunResult(status, start, it, None)
-    if rank == 0:
-        if status == "stopped":
-            result.checkpoint = checkpointer.save(f"model_{it:07d}", it)
-            print(f"stopped at iteration {it + 1}: checkpoint {result.checkpoint.name} written; "
-                  "continue with --resume", flush=True)
-        else:
-            result.checkpoint = checkpointer.save("model_final", max_iter - 1)
-            print(f"finished {max_iter} iterations: {result.checkpoint}", flush=True)
-            if val is not None:
-                result.final_eval = _evaluate(model, cfg, val, device, max_iter - 1, writer,
-                                              output, final=True)
-        (output / STOP_FILE).unlink(missing_ok=True)
-        from .plots import write_plots
-
-        write_plots(output / METRICS_FILE, output / "plots")
-    else:
-        result.checkpoint = last_ckpt
-    if distributed:
-        torch.distributed.barrier()
-    return result
+def _to_device(images, targets, device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
 
 
-def _evaluate(model, cfg, val, device, it, writer, output: Path, final: bool = False) -> dict:
-    results = evaluate_model(model, cfg, val, device)
-    row = {"iteration": it, **flatten(results), "eval_seconds": results["seconds"]}
-    writer.write(row)
-    name = "final" if final else f"iter_{it:07d}"
-    _write_json(output / "evaluation" / f"{name}.json", {"iteration": it, **results})
-    print(f"evaluation at iteration {it + 1}:\n" + format_table(results), flush=True)
-    return results
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def set_threads(num_local_processes: int) -> None:
-    """Share the CPU cores between the processes of this machine."""
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // max(1, num_local_processes)))
-
-
-__all__ = ["RunSpec", "RunResult", "TrainingError", "train_worker", "optimizer_step", "STOP_FILE",
-           "METRICS_FILE"]
+__all__ = ["HookBase", "Trainer", "TrainingError", "backward", "update"]

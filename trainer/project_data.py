@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellseg.core.coco import write_coco
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.errors import DataError
 
 

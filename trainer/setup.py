@@ -16,7 +16,7 @@ from cellseg.core.config import load_config
 from cellseg.core.errors import ConfigError, DataError
 
 from .data import DataSource, check_same_classes, load_source
-from .loop import RunSpec
+from .worker import RunSpec
 
 # The research report's fine-tuning recipe for cells (KEY, VALUE strings as on a command line)
 CELL_DEFAULTS: list[tuple[str, str]] = [

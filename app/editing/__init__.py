@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDockWidget, QLabel, QToolBar
 
-from cellseg.core.project.edits import Review
+from cellseg.core.project.states import Review
 
 from .controller import EditingController
 from .panel import ReviewPanel, history_view

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QUndoCommand
 
-from cellseg.core.project.edits import Edit
+from cellseg.core.project.states import Edit
 
 
 class EditCommand(QUndoCommand):

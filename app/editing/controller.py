@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
-from cellseg.core.project.edits import Edit, ImageAnnotations, Review
+from cellseg.core.project.annotations import ImageAnnotations
+from cellseg.core.project.states import Edit, Review
 from cellseg.core.project.store import ProjectStore
 from cellseg.core.review.project import project_name, write_edit
 

@@ -13,6 +13,8 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
 
 from cellseg.core.errors import CellsegError
 from cellseg.core.project import edits as E
+from cellseg.core.project.raster import polygon_region
+from cellseg.core.project.strokes import Stroke
 
 LEFT = Qt.MouseButton.LeftButton
 RIGHT = Qt.MouseButton.RightButton
@@ -85,7 +87,7 @@ class BrushTool(Tool):
         super().__init__(controller)
         self.erase = erase
         self.name = "eraser" if erase else "brush"
-        self.stroke: E.Stroke | None = None
+        self.stroke: Stroke | None = None
         self.cursor = QGraphicsEllipseItem()
         self.cursor.setPen(QPen(QColor(255, 255, 255), 0))
         self.cursor.setZValue(10)
@@ -114,7 +116,7 @@ class BrushTool(Tool):
                 self.message("eraser: select an instance or start on one")
                 return True
         try:
-            self.stroke = E.Stroke(self.c.ann, uid, self.c.brush_radius, erase=self.erase,
+            self.stroke = Stroke(self.c.ann, uid, self.c.brush_radius, erase=self.erase,
                                    allow_overlap=self.c.allow_overlap,
                                    class_id=self.c.current_class)
         except CellsegError as exc:
@@ -218,7 +220,7 @@ class LassoTool(_DragPathTool):
 
     def path_done(self, points) -> None:
         c = self.c
-        c.run(lambda a: E.draw_instance(a, E.polygon_region(points, a.image_size),
+        c.run(lambda a: E.draw_instance(a, polygon_region(points, a.image_size),
                                         c.current_class, c.allow_overlap, label="Lasso"))
 
 
@@ -256,7 +258,7 @@ class PolygonTool(_PathTool):
         if len(points) < 3:
             return False
         c = self.c
-        return c.run(lambda a: E.draw_instance(a, E.polygon_region(points, a.image_size),
+        return c.run(lambda a: E.draw_instance(a, polygon_region(points, a.image_size),
                                                c.current_class, c.allow_overlap, label="Polygon"))
 
 

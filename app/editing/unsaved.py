@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox
 
-from cellseg.core.project.edits import Edit, Origin
+from cellseg.core.project.states import Edit, Origin
 from cellseg.core.project.store import ProjectStore
 from cellseg.core.review.project import project_name
 

@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..coco import coco_to_seed, seed_to_coco
+    from ..coco.research_folder import coco_to_seed, seed_to_coco
     from ..errors import DataError
 
     src, dst = Path(args.source), Path(args.destination)

@@ -22,9 +22,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..coco import CocoDataset, coco_dict, coco_results, load_coco, parse_coco, \
-    parse_coco_results
-from ..coco_checks import read_json
+from ..coco.checks import read_json
+from ..coco.dataset import CocoDataset, load_coco, parse_coco
+from ..coco.results import coco_results, parse_coco_results
+from ..coco.writer import coco_dict
 from ..structures import Instances
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -95,7 +96,7 @@ def evaluate(gt: CocoDataset | str | Path | dict,
              iou_types: Sequence[str] = IOU_TYPES, max_dets: int | None = None) -> Evaluation:
     """COCO AP of ``predictions`` against ``gt``.
 
-    ``gt``: a COCO file (validated with :func:`cellseg.core.coco.load_coco`), its parsed dict,
+    ``gt``: a COCO file (validated with :func:`cellseg.core.coco.dataset.load_coco`), its parsed dict,
     or a :class:`CocoDataset`. ``predictions``: a COCO results file or list of detection records
     (a ground-truth style file works too: scores default to 1), or image id -> Instances.
     ``max_dets``: the per-image detection cap; default: the most detections on any image, at

@@ -23,10 +23,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..coco import CocoImage
-from ..coco_checks import read_json, segmentation_rle
+from ..coco.checks import read_json, segmentation_rle
+from ..coco.dataset import CocoImage
 from ..errors import DataError
-from ..project.edits import Origin, Review
+from ..project.states import Origin, Review
 from ..project.rle import decode_rle_strings
 from ..project.store import ProjectStore
 from ..structures.instances import Instances

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..project.edits import Origin, Review
-from ..project.store import Category, ImageRecord, ProjectStore
+from ..project.records import Category, ImageRecord
+from ..project.states import Origin, Review
+from ..project.store import ProjectStore
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks
 

@@ -22,14 +22,17 @@ from typing import Sequence
 
 import numpy as np
 
-from ..coco import CocoCategory, CocoDataset, CocoImage, coco_to_seed, load_coco, write_coco
-from ..coco_checks import MAX_ID
+from ..coco.checks import MAX_ID
+from ..coco.dataset import CocoCategory, CocoDataset, CocoImage, load_coco
+from ..coco.research_folder import coco_to_seed
+from ..coco.writer import write_coco
 from ..errors import CheckpointError, DataError, ImageReadError
 from ..io.header import read_header
 from ..io.image import IMAGE_SUFFIXES, looks_like_label_image, one_line
-from .edits import Origin, Review
+from .states import Origin, Review
 from .lock import ProjectLock, lock_path
-from .store import Category, ProjectStore
+from .records import Category
+from .store import ProjectStore
 
 
 @dataclass(frozen=True)

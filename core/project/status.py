@@ -57,6 +57,6 @@ def cells(ann) -> int:
     Returns:
         Instances neither rejected nor empty.
     """
-    from .edits import Review
+    from .states import Review
 
     return int(((ann.reviews != Review.REJECTED) & (ann.masks.areas() > 0)).sum())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,65 +23,15 @@ import numpy as np
 from ..errors import DataError
 from ..structures.instances import Instances
 from ..structures.masks import CroppedMasks
-from .edits import Edit, ImageAnnotations, Origin, Review, tighten_masks
+from .annotations import ImageAnnotations
 from .database import (JournalLostError, Transaction, check_project, connect,
                        connect_read_only, file_id, not_writable, wal_path)
+from .geometry import tighten_masks
 from .lock import ProjectLock
+from .records import Category, ExportImage, ImageRecord, ModelRecord, ReviewCounts, image_record
 from .rle import decode_rle_strings
-
-ORIGIN_NAMES = {o: o.name.lower() for o in Origin}
-REVIEW_NAMES = {r: r.name.lower() for r in Review}
-ORIGIN_OF = {v: k for k, v in ORIGIN_NAMES.items()}
-REVIEW_OF = {v: k for k, v in REVIEW_NAMES.items()}
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    id: int
-    file_name: str
-    height: int
-    width: int
-    reviewed: bool
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.height, self.width
-
-
-@dataclass(frozen=True)
-class Category:
-    class_index: int  # 0-based, as the model predicts
-    coco_id: int
-    name: str
-    supercategory: str = ""
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    id: int
-    config: str
-    weights: str
-
-
-@dataclass(frozen=True)
-class ReviewCounts:
-    instances: int = 0  # present (not deleted), rejected included
-    accepted: int = 0
-    rejected: int = 0
-    pending: int = 0
-    edited: int = 0
-    drawn: int = 0
-    deleted: int = 0
-
-
-@dataclass(frozen=True)
-class ExportImage:
-    image: ImageRecord
-    instances: Instances
-    uids: np.ndarray
-    origins: np.ndarray
-    label_ids: np.ndarray  # value in the label image the instance came from, 0 if none
-
+from .rows import INSERT_SQL, ORIGIN_OF, REVIEW_OF, UPSERT_SQL, instance_rows
+from .states import Edit, Origin, Review
 
 class ProjectStore:
     """Open with :meth:`create` or :meth:`open`; use as a context manager or call :meth:`close`.
@@ -241,19 +190,19 @@ class ProjectStore:
         sql = "SELECT id, file_name, height, width, reviewed FROM images"
         if reviewed is not None:
             sql += f" WHERE reviewed = {int(reviewed)}"
-        return [_image(r) for r in self._conn.execute(sql + " ORDER BY id")]
+        return [image_record(r) for r in self._conn.execute(sql + " ORDER BY id")]
 
     def image(self, image_id: int) -> ImageRecord:
         row = self._conn.execute("SELECT id, file_name, height, width, reviewed FROM images "
                                  "WHERE id = ?", (int(image_id),)).fetchone()
         if row is None:
             raise DataError(f"no image with id {image_id} in project {self.path}")
-        return _image(row)
+        return image_record(row)
 
     def image_by_name(self, file_name: str) -> ImageRecord | None:
         row = self._conn.execute("SELECT id, file_name, height, width, reviewed FROM images "
                                  "WHERE file_name = ?", (str(file_name),)).fetchone()
-        return None if row is None else _image(row)
+        return None if row is None else image_record(row)
 
     def image_path(self, image: ImageRecord) -> Path:
         return self.images_dir / image.file_name
@@ -263,7 +212,7 @@ class ProjectStore:
         sql = ("SELECT id, file_name, height, width, reviewed FROM images WHERE reviewed = 0 "
                "ORDER BY (id <= ?), id LIMIT 1")
         row = self._conn.execute(sql, (-1 if after_id is None else int(after_id),)).fetchone()
-        return None if row is None else _image(row)
+        return None if row is None else image_record(row)
 
     # ------------------------------------------------------------ instances
     def new_uid(self) -> int:
@@ -286,12 +235,12 @@ class ProjectStore:
         ids = [int(i) for i in ids]
         reviews = [Review.PENDING] * n if reviews is None else [Review(r) for r in reviews]
         masks = tighten_masks(instances.masks)
-        rows = _rows(image_id, ids, masks, instances.classes, instances.scores,
+        rows = instance_rows(image_id, ids, masks, instances.classes, instances.scores,
                      [origin] * n, reviews)
         try:
             with self._tx():
                 labels = [0] * n if label_ids is None else [int(v) for v in label_ids]
-                self._conn.executemany(_INSERT_SQL, [r + (0, v) for r, v in zip(rows, labels)])
+                self._conn.executemany(INSERT_SQL, [r + (0, v) for r, v in zip(rows, labels)])
         except sqlite3.IntegrityError as exc:
             raise DataError(f"instance ids already used in the project: {exc}") from exc
         self._next_uid = max(self._next_uid, max(ids, default=0) + 1)
@@ -324,12 +273,12 @@ class ProjectStore:
             h, w = self.image(image_id).image_size
             masks = CroppedMasks.from_crops((h, w), [s.window for s in present],
                                             [s.crop for s in present])
-            rows = _rows(image_id, [s.uid for s in present], masks,
+            rows = instance_rows(image_id, [s.uid for s in present], masks,
                          [s.class_id for s in present], [s.score for s in present],
                          [s.origin for s in present], [s.review for s in present])
         with self._tx():
             if rows:
-                self._conn.executemany(_UPSERT_SQL, rows)
+                self._conn.executemany(UPSERT_SQL, rows)
             if gone:
                 # undoing a creation drops the row; deleting a prediction keeps it, flagged
                 self._conn.executemany("DELETE FROM instances WHERE id = ? AND created = 1",
@@ -389,17 +338,6 @@ class ProjectStore:
         return Transaction(self._conn, self)
 
 
-_COLUMNS = "(image_id, id, class_index, score, origin, review, x0, y0, x1, y1, area, rle, created)"
-_INSERT_SQL = (f"INSERT INTO instances {_COLUMNS[:-1]}, label_id) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-# an edit re-creates a row undone earlier, or updates one; ``created`` keeps its first value
-_UPSERT_SQL = (f"INSERT INTO instances {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
-               "ON CONFLICT(id) DO UPDATE SET class_index = excluded.class_index, "
-               "score = excluded.score, origin = excluded.origin, review = excluded.review, "
-               "x0 = excluded.x0, y0 = excluded.y0, x1 = excluded.x1, y1 = excluded.y1, "
-               "area = excluded.area, rle = excluded.rle, deleted = 0")
-
-
 def _portable(images_dir: Path, base: Path) -> str:
     """images_dir relative to the project's folder when possible, else absolute."""
     target = images_dir.resolve()
@@ -407,17 +345,3 @@ def _portable(images_dir: Path, base: Path) -> str:
         return os.path.relpath(target, base.resolve())
     except ValueError:  # another drive on Windows
         return str(target)
-
-
-def _image(row) -> ImageRecord:
-    return ImageRecord(int(row[0]), row[1], int(row[2]), int(row[3]), bool(row[4]))
-
-
-def _rows(image_id, ids, masks: CroppedMasks, classes, scores, origins, reviews) -> list[tuple]:
-    rles = masks.to_rle()
-    windows = masks.windows.tolist()
-    areas = masks.areas().tolist()
-    return [(int(image_id), int(i), int(c), float(s), ORIGIN_NAMES[Origin(o)],
-             REVIEW_NAMES[Review(r)], *win, int(a), rle["counts"])
-            for i, c, s, o, r, win, a, rle in zip(ids, classes, scores, origins, reviews,
-                                                   windows, areas, rles)]

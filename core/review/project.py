@@ -10,7 +10,8 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import CellsegError, DataError
-from ..project.edits import Edit, ImageAnnotations, Origin
+from ..project.annotations import ImageAnnotations
+from ..project.states import Edit, Origin
 from ..project.status import ImageStatus, image_statuses
 from ..project.store import ProjectStore
 from .sources import ImageSource, open_source

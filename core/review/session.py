@@ -18,11 +18,13 @@ from typing import Callable, Iterable
 import numpy as np
 from psygnal import Signal
 
-from ..coco import CocoDataset
+from ..coco.dataset import CocoDataset
 from ..errors import CellsegError
 from ..postprocess.pipeline import Settings
 from ..project import edits as E
-from ..project.edits import Edit, ImageAnnotations, Review, Stroke
+from ..project.annotations import ImageAnnotations
+from ..project.states import Edit, EditError, Review
+from ..project.strokes import Stroke
 from ..project.store import ProjectStore
 from ..structures import Instances
 from . import project as P
@@ -270,7 +272,7 @@ class ReviewSession:
     def _editable(self) -> ImageAnnotations:
         rec = self._current()
         if rec is None:
-            raise E.EditError("no image to edit")
+            raise EditError("no image to edit")
         if rec.ann is None:  # nothing predicted yet: an empty image can be drawn on or marked
             rec.ann = ImageAnnotations.empty(self.image().shape[:2], self._uid_source())
         return rec.ann

@@ -68,13 +68,13 @@ def _research_samples(folder: Path) -> list[ImageEntry]:
     if not any((d / f"{_RESEARCH_IMAGE}{sfx}").is_file()
                for d in folder.iterdir() if d.is_dir() for sfx in (".tif", ".tiff")):
         return []
-    from ..coco import find_seed_samples
+    from ..coco.research_folder import find_seed_samples
 
     return [ImageEntry(s.name, s.image) for s in find_seed_samples(folder)]
 
 
 def _open_coco(path: Path) -> ImageSource:
-    from ..coco import load_coco
+    from ..coco.dataset import load_coco
 
     dataset = load_coco(path)
     root = path.parent

@@ -7,7 +7,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from ..project.edits import Edit, ImageAnnotations
+from ..project.annotations import ImageAnnotations
+from ..project.states import Edit
 from ..project.status import cells as cells_of
 from ..structures import Instances
 from .sources import ImageEntry

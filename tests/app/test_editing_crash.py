@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 
-from cellseg.core.project.edits import Origin
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin
+from cellseg.core.project.store import ProjectStore
 
 CHILD = textwrap.dedent("""
     import os, sys, time
@@ -22,6 +23,7 @@ CHILD = textwrap.dedent("""
     from cellseg.app.window import MainWindow
     from cellseg.app.editing import install_editing
     from cellseg.core.project import edits as E
+    from cellseg.core.project.raster import brush_region, polygon_region
 
     app = QApplication([])
     window = MainWindow(AppSettings.from_file(sys.argv[2]))
@@ -39,11 +41,11 @@ CHILD = textwrap.dedent("""
         u = int(rng.choice(ann.uids))
         x, y = rng.uniform(20, 490, 2)
         if i % 4 == 0:
-            edit = E.add_region(ann, u, E.brush_region([(x, y), (x + 8, y + 2)], 5, ann.image_size))
+            edit = E.add_region(ann, u, brush_region([(x, y), (x + 8, y + 2)], 5, ann.image_size))
         elif i % 4 == 1:
             edit = E.delete(ann, [u])
         elif i % 4 == 2:
-            edit = E.draw_instance(ann, E.polygon_region([(x, y), (x + 9, y), (x, y + 9)],
+            edit = E.draw_instance(ann, polygon_region([(x, y), (x + 9, y), (x, y + 9)],
                                                          ann.image_size), 1)
         else:
             edit = E.set_class(ann, [u], 1)

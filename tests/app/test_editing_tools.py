@@ -7,9 +7,10 @@ import pytest
 import tifffile
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from cellseg.core.project.edits import Origin, Review
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin, Review
+from cellseg.core.project.store import ProjectStore
 
 
 def nuclei_project(tmp_path, nuclei_dir, nuclei_instances, categories):

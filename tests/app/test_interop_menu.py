@@ -9,9 +9,10 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
-from cellseg.core.project.edits import Origin, Review
 from cellseg.core.project.exchange import create_project
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin, Review
+from cellseg.core.project.store import ProjectStore
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from cellseg.core.project.edits import Origin
 from cellseg.core.project.exchange import export_coco
-from cellseg.core.project.store import Category, ProjectStore
+from cellseg.core.project.records import Category
+from cellseg.core.project.states import Origin
+from cellseg.core.project.store import ProjectStore
 
 from test_editing_tools import centre, click, key, nuclei_project  # noqa: F401
 

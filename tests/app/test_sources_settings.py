@@ -41,7 +41,8 @@ def test_research_folder(tmp_path, nuclei_dir):
 
 
 def test_coco_dataset(tmp_path, nuclei_dir):
-    from cellseg.core.coco import CocoCategory, CocoImage, write_coco
+    from cellseg.core.coco.dataset import CocoCategory, CocoImage
+    from cellseg.core.coco.writer import write_coco
     from cellseg.core.structures import CroppedMasks, Instances
 
     labels = tifffile.imread(nuclei_dir / "mask2d.tif")

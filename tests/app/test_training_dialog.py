@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from cellseg.core.coco import CocoImage, write_coco
+from cellseg.core.coco.dataset import CocoImage
+from cellseg.core.coco.writer import write_coco
 from cellseg.core.project import edits as E
 from cellseg.core.project.exchange import import_coco
 from cellseg.core.project.store import ProjectStore

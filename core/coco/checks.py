@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataError
-from .structures import CroppedMasks
+from ..errors import DataError
+from ..structures import CroppedMasks
 
 MAX_ID = 2 ** 63 - 1  # ids are stored as SQLite INTEGERs
 MAX_LABEL = 2 ** 32 - 1  # label values go back into uint16/uint32 label TIFFs
@@ -184,7 +184,7 @@ def _check_rle_string(counts: str, where: str) -> None:
 def decode_masks(counts: list[str], size: tuple[int, int], wheres: list[str]) -> CroppedMasks:
     """Decode one image's RLE counts strings. A string that does not describe exactly H x W
     pixels raises DataError naming its record (``wheres[i]``)."""
-    from .project.rle import decode_rle_strings
+    from ..project.rle import decode_rle_strings
 
     try:
         return decode_rle_strings(counts, size)
