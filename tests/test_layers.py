@@ -1,0 +1,78 @@
+"""Layers: ``cellseg.core`` stands alone (no Qt, no app, no trainer), and no package imports
+form a cycle. The graph is read from the source with ``ast`` (``tests/import_graph.py``: every
+import at any depth, relative imports resolved; its docstring gives the rule for packages)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from .import_graph import (REPO, build_graph, cycles, describe, find_modules, named_modules,
+                           third_party_imports)
+
+UPPER_LAYERS = ("cellseg.app", "cellseg.trainer")
+
+
+def test_no_import_cycle_in_the_package():
+    graph = build_graph()
+    assert len(graph) > 100 and "cellseg.core.config.node" in graph  # the scan found the tree
+    found = cycles(graph)
+    assert not found, "\n".join(describe(c, graph) for c in found)
+
+
+def test_the_cycle_check_sees_function_level_and_relative_imports(tmp_path):
+    # a small package tree like the real one: the check must find a cycle closed by an import
+    # inside a function, one through a relative ``from . import module``, and one through a
+    # name read from a package __init__; and it must not flag an __init__ that re-exports a
+    # submodule importing its sibling
+    pkg = tmp_path / "core"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("HELPER = 1\nfrom . import d\n")
+    (pkg / "sub" / "a.py").write_text("def f():\n    from cellseg.core.sub.b import g\n")
+    (pkg / "sub" / "b.py").write_text("from . import a\nfrom .c import h\n")
+    (pkg / "sub" / "c.py").write_text("h = 1\n")
+    (pkg / "sub" / "d.py").write_text("from . import HELPER\n")
+    for other in ("app", "trainer", "resources"):
+        (tmp_path / other).mkdir()
+    graph = build_graph(tmp_path)
+    assert graph["cellseg.core.sub.b"] == {"cellseg.core.sub.a", "cellseg.core.sub.c"}
+    assert graph["cellseg.core"] == {"cellseg.core.sub.b"}
+    assert cycles(graph) == [["cellseg.core.sub", "cellseg.core.sub.d"],
+                             ["cellseg.core.sub.a", "cellseg.core.sub.b"]]
+    (pkg / "sub" / "c.py").write_text("import cellseg.core.sub.c\n")
+    assert ["cellseg.core.sub.c"] in cycles(build_graph(tmp_path))  # a self-import
+
+
+def test_core_names_no_upper_layer_and_no_qt():
+    # static: catches imports inside functions and modules named in strings (to be loaded by
+    # name), which importing the modules (the next test) does not run
+    graph = build_graph()
+    modules = find_modules()
+    known = set(modules)
+    bad = [f"{name} -> {target}" for name, targets in sorted(graph.items())
+           if name.startswith("cellseg.core") for target in sorted(targets)
+           if target.startswith(UPPER_LAYERS)]
+    bad += [f"{name} names {target!r}" for name, m in sorted(modules.items())
+            if name.startswith("cellseg.core") for target in sorted(named_modules(m, known))
+            if target.startswith(UPPER_LAYERS)]
+    bad += [f"{name} -> PySide6" for name, m in sorted(modules.items())
+            if name.startswith("cellseg.core") and "PySide6" in third_party_imports(m)]
+    assert not bad, "\n".join(bad)
+
+
+def test_importing_all_of_core_loads_no_qt_app_or_trainer():
+    core = sorted(name for name in find_modules() if name.startswith("cellseg.core")
+                  and not name.endswith(".__main__"))  # __main__ runs the command line
+    script = textwrap.dedent(f"""
+        import importlib, sys
+        for name in {core!r}:
+            importlib.import_module(name)
+        loaded = sorted(m for m in sys.modules
+                        if m.split(".")[0] == "PySide6" or m.startswith({UPPER_LAYERS!r}))
+        print(len({core!r}), loaded)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=REPO.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(core)), "[]"], done.stdout
