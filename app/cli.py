@@ -21,8 +21,12 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+DESCRIPTION = ("Detectron2-compatible cell instance segmentation: predict, evaluate, convert, "
+               "manage projects, export and train.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return core_cli.main(argv, SUBCOMMANDS)
+    return core_cli.main(argv, SUBCOMMANDS, DESCRIPTION)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,14 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS) -> argparse.ArgumentParser:
+DESCRIPTION = ("Detectron2-compatible cell instance segmentation: predict, evaluate, convert, "
+               "manage projects and export.")
+
+
+def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS,
+                 description: str = DESCRIPTION) -> argparse.ArgumentParser:
     """The ``cellseg`` parser with ``subcommands`` (name -> module name), in that order."""
-    parser = argparse.ArgumentParser(
-        prog="cellseg",
-        description="Detectron2-compatible cell instance segmentation: predict, evaluate, "
-                    "convert, manage projects, export and train.")
+    parser = argparse.ArgumentParser(prog="cellseg", description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in subcommands.items():
@@ -45,9 +47,10 @@ def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS) -> argparse.Argum
     return parser
 
 
-def main(argv: list[str] | None = None, subcommands: Mapping[str, str] = SUBCOMMANDS) -> int:
+def main(argv: list[str] | None = None, subcommands: Mapping[str, str] = SUBCOMMANDS,
+         description: str = DESCRIPTION) -> int:
     """Run one subcommand; returns the exit status (0 ok, 2 a user error, 130 cancelled)."""
-    parser = build_parser(subcommands)
+    parser = build_parser(subcommands, description)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

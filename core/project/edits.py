@@ -149,15 +149,6 @@ class Edit:
             (b is None and a is None) or (b is not None and b.same_as(a))
             for b, a in ((self.before.get(u), self.after.get(u)) for u in self.after))
 
-    def dirty_rect(self) -> Window | None:
-        """Bounding rectangle of every window before and after: what a canvas must repaint."""
-        wins = [s.window for s in (*self.before.values(), *self.after.values())
-                if s is not None and s.window[2] > s.window[0]]
-        if not wins:
-            return None
-        w = np.array(wins)
-        return int(w[:, 0].min()), int(w[:, 1].min()), int(w[:, 2].max()), int(w[:, 3].max())
-
 
 # -------------------------------------------------------------------- the editing model
 class ImageAnnotations:
@@ -189,7 +180,11 @@ class ImageAnnotations:
         self._next_uid = int(self.uids.max()) + 1 if n else 1
 
     def digest(self) -> str:
-        """SHA-256 of uids, classes, origins, reviews and masks: equal iff the content is."""
+        """SHA-256 of uids, classes, origins, reviews and mask pixels (RLE counts).
+
+        Scores, the image size and the image's reviewed flag are left out: equal digests mean
+        the same instances with the same classes, review states and pixels, not equal objects.
+        """
         import hashlib
 
         h = hashlib.sha256()
@@ -417,7 +412,7 @@ def add_region(ann: ImageAnnotations, uid: int, region: Region, allow_overlap: b
                label: str = "Brush") -> Edit:
     """Add ``region`` to instance ``uid`` (brush), taking the pixels from others unless overlap."""
     target = ann.state(uid)
-    window, crop = _combine(target.window, target.crop, region.window, region.crop, "or")
+    window, crop = _union(target.window, target.crop, region.window, region.crop)
     after = {uid: target.with_mask(Region(window, crop))}
     before = {uid: target}
     if not allow_overlap:
@@ -485,7 +480,7 @@ def merge(ann: ImageAnnotations, uids: Iterable[int]) -> Edit:
     states = [ann.state(u) for u in uids]
     window, crop = states[0].window, states[0].crop
     for s in states[1:]:
-        window, crop = _combine(window, crop, s.window, s.crop, "or")
+        window, crop = _union(window, crop, s.window, s.crop)
     keep = states[0].with_mask(Region(window, crop))
     keep = replace(keep, score=max(s.score for s in states))
     after: dict = {u: None for u in uids[1:]}
@@ -662,12 +657,12 @@ def _paste(window: Window, crop: np.ndarray, into: Window) -> np.ndarray:
     return out
 
 
-def _combine(wa, ca, wb, cb, op: str) -> tuple[Window, np.ndarray]:
+def _union(wa, ca, wb, cb) -> tuple[Window, np.ndarray]:
+    """Pixels of ``ca`` (at ``wa``) or ``cb`` (at ``wb``), tightened to their bounding window."""
     if wa[2] <= wa[0] or wa[3] <= wa[1]:
         return _tighten(wb, cb)
     win = (min(wa[0], wb[0]), min(wa[1], wb[1]), max(wa[2], wb[2]), max(wa[3], wb[3]))
-    a, b = _paste(wa, ca, win), _paste(wb, cb, win)
-    return _tighten(win, a | b if op == "or" else a & b)
+    return _tighten(win, _paste(wa, ca, win) | _paste(wb, cb, win))
 
 
 def _subtract(wa, ca, wb, cb) -> np.ndarray:
