@@ -6,8 +6,8 @@ Run as a script (``python tests/import_graph.py``) it prints every import cycle;
 What counts as an edge ``A -> B`` (A and B modules of ``cellseg.*``):
 
 * every ``import``/``from`` statement anywhere in A (module level, in functions, under ``if``
-  or ``try``): an import in a function is as much a dependency as one at the top, it only
-  runs later;
+  or ``try``, under ``if TYPE_CHECKING``): an import in a function is as much a dependency as
+  one at the top, it only runs later, and a type-only import is a dependency of the design;
 * ``import cellseg.x.y`` -> ``cellseg.x.y``; relative imports are resolved against A's package;
 * ``from P import name`` -> ``P.name`` when that is a module, else ``P`` (``name`` is read
   from ``P/__init__``);

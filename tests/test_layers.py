@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from .import_graph import (REPO, build_graph, cycles, describe, find_modules, named_modules,
                            third_party_imports)
 
@@ -84,3 +86,19 @@ def test_importing_all_of_core_loads_no_qt_app_or_trainer():
                           timeout=300, cwd=REPO.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(len(core)), "[]"], done.stdout
+
+
+def test_the_cellseg_program_keeps_every_subcommand(capsys):
+    # the table moved from core to app: the program still offers all of them, in this order,
+    # while core's own dispatcher offers only core's
+    from cellseg.app import cli as program
+    from cellseg.core import cli as core_cli
+
+    full = ["predict", "eval", "convert", "project", "export", "import", "train", "doctor"]
+    assert list(program.SUBCOMMANDS) == full
+    assert list(core_cli.SUBCOMMANDS) == full[:6]
+    with pytest.raises(SystemExit) as done:  # argparse exits after printing the help
+        program.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"\n    {name} " in out for name in full), out
