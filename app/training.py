@@ -53,7 +53,7 @@ class TrainingJob:
     resume: bool = False  # continue the run in ``output`` from its last checkpoint
 
     def arguments(self) -> list[str]:
-        args = ["-m", "cellseg.core.cli", "train", "--config", self.config,
+        args = ["-m", "cellseg.app.cli", "train", "--config", self.config,
                 "--train", self.train_json, "--image-root", self.image_root,
                 "--output", self.output, "--device", self.device,
                 "--log-period", str(self.log_period),

@@ -1,9 +1,14 @@
 """The review window: image list | canvas | side panels, menus and status bar.
 
-The window only wires widgets to the services: models run in :class:`InferenceService`'s
-threads, post-processing is ``core.postprocess.pipeline.compose`` (run off the GUI thread), and
-the canvas renders the resulting ``Instances``. Per image it remembers the composed result, the
-user's edits and whether it was reviewed.
+It shows one image at a time: decodes it (the last few are kept for stepping back and forth),
+has :class:`InferenceService` run the models in its threads (raw outputs cached there), composes
+them with ``core.postprocess.pipeline.compose`` off the GUI thread and hands the ``Instances`` to
+the canvas. Per image it keeps the composed result, the edits made without a project (with a
+project open, the editing controller saves each edit to it) and whether it was marked reviewed.
+
+Editing tools and the Project menu, import/export, Train > Fine-tune and the first-run guidance
+are not built here: ``app.main`` installs them on the window (``install_editing``,
+``install_interop``, ``install_training``, ``install_first_run``).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the summary here")
     args = p.parse_args(argv)
 
-    from cellseg.core.cli import main as cli_main
+    from cellseg.app.cli import main as cli_main
 
     fixture = SHARED / "fixtures" / "detectron2" / args.model
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="train_nuclei_"))

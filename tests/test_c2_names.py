@@ -205,7 +205,7 @@ def test_cli_train_starts_from_an_imagenet_pickle(tmp_path, capsys, nuclei_dir):
     from tests.test_trainer_run import FAST, write_tiles
     import tifffile
 
-    from cellseg.core.cli import main as cli_main
+    from cellseg.app.cli import main as cli_main
 
     image = tifffile.imread(nuclei_dir / "img2d.tif")
     labels = tifffile.imread(nuclei_dir / "mask2d.tif")

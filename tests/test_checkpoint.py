@@ -71,7 +71,7 @@ def assert_predicts_like_the_pth(path, mask_rcnn, crop, reference_weights, refer
         assert torch.equal(loaded[name].contiguous(), value), name
     for field in ("boxes", "scores", "classes"):
         assert np.array_equal(getattr(result, field), getattr(reference_prediction, field)), field
-    assert np.array_equal(result.dense_masks(), reference_prediction.dense_masks())
+    assert np.array_equal(result.masks.to_dense(), reference_prediction.masks.to_dense())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def _loss_rows(out) -> list[dict]:
 
 
 def test_train_20_iterations_with_amp(tiles, tmp_path, capsys):
-    from cellseg.core.cli import main
+    from cellseg.app.cli import main
 
     from .test_trainer_run import FAST
 

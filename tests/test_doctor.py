@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from cellseg.core.cli import main
+from cellseg.app.cli import main
 
 
 def _settings_file(path: Path, models: dict[str, tuple[str, str]]) -> Path:

@@ -15,10 +15,10 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from cellseg.core.config import get_default_config, load_config
+from cellseg.core.engine import losses
 from cellseg.core.engine.meta_arch import build_model
 from cellseg.core.errors import CheckpointError
 from cellseg.core.structures import CroppedMasks, Instances
-from cellseg.trainer import losses
 from cellseg.trainer.augment import AugmentSettings, augment, boxes_from_masks, resize_masks
 
 

@@ -20,7 +20,7 @@ import pytest
 import tifffile
 import torch
 
-from cellseg.core.cli import main as cli_main
+from cellseg.app.cli import main as cli_main
 from cellseg.core.coco.dataset import CocoImage, load_coco
 from cellseg.core.coco.writer import write_coco
 from cellseg.core.structures import CroppedMasks, Instances
@@ -202,7 +202,7 @@ def test_fine_tune_four_class_models_on_one_class_data(capsys, tiles, tmp_path):
 
 def test_killed_run_resumes(tiles, tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "cellseg.core.cli", "train",
+    argv = [sys.executable, "-m", "cellseg.app.cli", "train",
             "--config", str(FIXTURES / "mask_rcnn" / "config.yaml"),
             "--weights", str(FIXTURES / "mask_rcnn" / "model_final.pth"),
             "--train", str(tiles["train"]), "--output", str(out), "--device", "cpu", *FAST,
@@ -253,7 +253,7 @@ def test_stop_file_saves_a_checkpoint(capsys, tiles, tmp_path):
     out.mkdir()
     # a STOP left from an earlier run must not stop a new one at once...
     (out / "STOP").write_text("")
-    argv = [sys.executable, "-m", "cellseg.core.cli", "train",
+    argv = [sys.executable, "-m", "cellseg.app.cli", "train",
             "--config", str(FIXTURES / "mask_rcnn" / "config.yaml"),
             "--train", str(tiles["train"]), "--output", str(out), "--device", "cpu", *FAST,
             "--set", "SOLVER.MAX_ITER", "500", "--log-period", "1"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cellseg.core.cli import main as cli_main
+from cellseg.app.cli import main as cli_main
 from cellseg.trainer.data import load_source
 from cellseg.trainer.loss_check import build_for_loss_check, loss_dict
 from cellseg.trainer.loop import backward, update

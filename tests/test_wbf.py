@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cellseg.core.postprocess import weighted_boxes_fusion
 from cellseg.core.postprocess.mask_fusion import paste_windows
-from cellseg.core.postprocess.wbf import CONF_TYPES, fuse_boxes
+from cellseg.core.postprocess.box_fusion import CONF_TYPES, fuse_boxes
 from cellseg.core.structures import CroppedMasks, Instances
 
 

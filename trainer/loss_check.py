@@ -11,7 +11,7 @@ computes the same numbers:
   ``MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE`` = ``RPN.POST_NMS_TOPK_TRAIN`` + the most
   ground-truth instances of an image, ``POSITIVE_FRACTION`` 1.0 for both: every anchor and
   proposal is a sample (sums do not depend on the random order they are drawn in);
-* **PointRend's points**: uniform draws from :class:`~cellseg.trainer.losses.FixedPointDraws`
+* **PointRend's points**: uniform draws from :class:`FixedPointDraws`
   (seed 0), the same points for every ROI.
 
 ``tests/fixtures/training/make_reference.py`` applies the same rules to upstream Detectron2.
@@ -30,9 +30,25 @@ from cellseg.core.errors import ConfigError, DataError
 
 from .augment import AugmentSettings, augment
 from .data import DataSource, ImageCache, _no_masks
-from .losses import FixedPointDraws
 
 POINT_DRAWS_SEED = 0
+
+
+class FixedPointDraws:
+    """Reproducible point draws for parity checks: the k-th call returns the k-th block of
+    ``torch.rand(P, 2)`` from a generator seeded with ``seed``, the same block for every ROI.
+
+    Sharing the points between ROIs makes them independent of the ROIs' order, which
+    upstream's random foreground sampling permutes, so an engine and Detectron2 given the same
+    draws sample exactly the same points on the same boxes.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, num_rois: int, num_points: int, device: torch.device) -> torch.Tensor:
+        block = torch.rand(num_points, 2, generator=self.generator)
+        return block.to(device).expand(num_rois, -1, -1).contiguous()
 
 
 @dataclass

@@ -159,9 +159,6 @@ class Overlay:
             return -1
         return int(self.labels[yi, xi]) - 1
 
-    def colour_of(self, index: int) -> tuple[int, int, int]:
-        return tuple(int(c) for c in self._rgb[index])
-
     def visible_instances(self) -> np.ndarray:
         """Bool (N,) of instances whose class is shown."""
         hidden = np.array(sorted(self.style.hidden_classes), np.int64)

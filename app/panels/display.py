@@ -101,12 +101,6 @@ class DisplayPanel(QWidget):
         self._sync_sliders()
         self.contrast_changed.emit(self._contrast)
 
-    def set_limits(self, low: float, high: float) -> None:
-        """Set the window of the edited channel(s) in data units (as the sliders do)."""
-        self._apply_limits(low, high)
-        self._sync_sliders()
-        self.contrast_changed.emit(self._contrast)
-
     def _edited_channels(self) -> list[int]:
         c = self._contrast
         return list(range(c.num_channels)) if c.channel is None else [c.channel]

@@ -63,11 +63,6 @@ class LegendPanel(QWidget):
         return {self.tree.topLevelItem(i).text(0): int(self.tree.topLevelItem(i).text(1))
                 for i in range(self.tree.topLevelItemCount())}
 
-    def set_class_visible(self, class_id: int, visible: bool) -> None:
-        item = self.tree.topLevelItem(class_id)
-        if item is not None:
-            item.setCheckState(0, Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
-
     def hidden_classes(self) -> frozenset:
         return frozenset(self._hidden)
 

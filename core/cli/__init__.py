@@ -1,44 +1,45 @@
-"""``cellseg`` command line: one module per subcommand.
+"""The ``cellseg`` command line's dispatcher and core's subcommands, one module each.
 
 Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Errors a user can act on (:class:`CellsegError`) print as one line on
 stderr and exit with status 2; a cancelled run (Ctrl+C) exits 130.
+
+This module knows only core's subcommands (``python -m cellseg.core.cli`` runs them). The
+``cellseg`` program adds ``train`` (trainer) and ``doctor`` (app settings) in
+:mod:`cellseg.app.cli`, the layer that may import both: core never loads them.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from collections.abc import Mapping
 
 from ..errors import CellsegError
 
-# name -> module under cellseg.core.cli (the trainer's lives in cellseg.trainer.cli)
-SUBCOMMANDS = {
+#: core's subcommands: name -> module (imported when the parser is built)
+SUBCOMMANDS: dict[str, str] = {
     "predict": "cellseg.core.cli.predict",
     "eval": "cellseg.core.cli.evaluate",
     "convert": "cellseg.core.cli.convert",
     "project": "cellseg.core.cli.project",
     "export": "cellseg.core.cli.export",
     "import": "cellseg.core.cli.importing",
-    "train": "cellseg.trainer.cli",
-    "doctor": "cellseg.app.doctor",  # reads the app's Qt settings, so it lives in app/
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cellseg",
-        description="Detectron2-compatible cell instance segmentation: predict, evaluate, "
-                    "convert, manage projects, export and train.")
+DESCRIPTION = ("Detectron2-compatible cell instance segmentation: predict, evaluate, convert, "
+               "manage projects and export.")
+
+
+def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS,
+                 description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    """The ``cellseg`` parser with ``subcommands`` (name -> module name), in that order."""
+    parser = argparse.ArgumentParser(prog="cellseg", description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a real import error inside the module
-                raise
-            continue  # subcommand not part of this build
+    for name, module_name in subcommands.items():
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
@@ -46,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, subcommands: Mapping[str, str] = SUBCOMMANDS,
+         description: str = DESCRIPTION) -> int:
+    """Run one subcommand; returns the exit status (0 ok, 2 a user error, 130 cancelled)."""
+    parser = build_parser(subcommands, description)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -59,10 +59,6 @@ class CocoDataset:
     def class_names(self) -> list[str]:
         return [c.name for c in self.categories]
 
-    @property
-    def category_ids(self) -> list[int]:
-        return [c.id for c in self.categories]
-
     def image(self, image_id: int) -> CocoImage:
         for im in self.images:
             if im.id == image_id:

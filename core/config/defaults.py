@@ -8,14 +8,15 @@ names that upstream renamed are mapped in :mod:`.compat`.
 
 A key's default value also fixes its type (see :mod:`.merge` for the rule). Keep values exactly
 as upstream has them (``1.0`` vs ``1`` matters: a float default accepts ints, not vice versa).
+
+Plain data (nested dicts) and functions on it: the bottom of the config package, so that
+:mod:`.node` and :mod:`.merge` can both read it. ``get_default_config`` (a :class:`CfgNode`
+of this tree) is in :mod:`.loader`.
 """
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 from typing import Any
-
-from .node import CfgNode
 
 # Detectron2's own defaults (detectron2/config/defaults.py).
 _DETECTRON2_DEFAULTS: dict[str, Any] = {
@@ -326,7 +327,8 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_DEFAULTS = _merged(_DETECTRON2_DEFAULTS, _POINTREND_DEFAULTS)
+#: the full default tree (Detectron2 + PointRend keys); read-only: copy it to change it
+DEFAULTS: dict[str, Any] = _merged(_DETECTRON2_DEFAULTS, _POINTREND_DEFAULTS)
 
 
 def _dotted_leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -341,17 +343,6 @@ def _dotted_leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 #: dotted key -> default value, for the PointRend-project keys only
 POINTREND_KEYS: dict[str, Any] = _dotted_leaves(_POINTREND_DEFAULTS)
-
-
-def get_default_config() -> CfgNode:
-    """A fresh, modifiable copy of the full default tree (Detectron2 + PointRend keys)."""
-    return CfgNode(copy.deepcopy(_DEFAULTS))
-
-
-@lru_cache(maxsize=1)
-def default_schema() -> CfgNode:
-    """The default tree, frozen and shared: the reference for key names and value types."""
-    return get_default_config().freeze()
 
 
 def strip_unused_pointrend_keys(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,25 @@
 """``load_config``: defaults, then the ``_BASE_`` chain, then the file, then overrides."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .compat import INERT_DUPLICATES, pop_inert_duplicates, upgrade_renamed_keys
-from .defaults import get_default_config
+from .defaults import DEFAULTS
 from .merge import merge_mapping
 from .node import CfgNode
 from .yaml_safe import read_yaml_mapping
 
 #: newest config VERSION that Detectron2 has written (it has been 2 since the public release)
 LATEST_VERSION = 2
+
+
+def get_default_config() -> CfgNode:
+    """A fresh, modifiable copy of the full default tree (Detectron2 + PointRend keys)."""
+    return CfgNode(copy.deepcopy(DEFAULTS))
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> CfgNode:

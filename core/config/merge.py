@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import ast
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from ..errors import ConfigError
 from .compat import upgrade_renamed_keys
-from .defaults import default_schema
-from .node import CfgNode
+from .defaults import DEFAULTS
 from .yaml_safe import parse_yaml_literal
 
 # A YAML alias bomb ("billion laughs") is cheap to parse but explodes when copied; no real
@@ -85,10 +84,9 @@ def _all_keys(node: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-def _schema_for(target: CfgNode) -> Mapping:
+def _schema_for(target: Mapping) -> Mapping:
     """Types come from the default tree for a full config, else from the node's own values."""
-    schema = default_schema()
-    return schema if schema.keys() <= target.keys() else target
+    return DEFAULTS if DEFAULTS.keys() <= target.keys() else target
 
 
 _ABSENT = object()
@@ -103,12 +101,14 @@ def _lookup(schema: Mapping, dotted: str) -> Any:
     return node
 
 
-def merge_mapping(target: CfgNode, data: Mapping, source: str) -> None:
-    """Merge one file's nested mapping into ``target`` (renames already applied)."""
+def merge_mapping(target: MutableMapping, data: Mapping, source: str) -> None:
+    """Merge one file's nested mapping into ``target`` (a ``CfgNode``; renames already
+    applied). Works on any nested mutable mapping, so that this module needs no ``CfgNode``
+    (whose ``merge_from_list`` calls in here)."""
     schema = _schema_for(target)
     known: list[str] | None = None
 
-    def walk(node: CfgNode, values: Mapping, prefix: str) -> None:
+    def walk(node: MutableMapping, values: Mapping, prefix: str) -> None:
         nonlocal known
         for key, value in values.items():
             dotted = f"{prefix}{key}"
@@ -116,7 +116,7 @@ def merge_mapping(target: CfgNode, data: Mapping, source: str) -> None:
                 known = known if known is not None else _all_keys(target)
                 raise unknown_key_error(dotted, known, source)
             current = node[key]
-            if isinstance(current, CfgNode):
+            if isinstance(current, Mapping):  # a section (CfgNode)
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"{source}: '{dotted}' is a section (a mapping of keys), "
                                       f"got {type_name(value)} {value!r:.60}")
@@ -143,7 +143,7 @@ def _parse_override(text: str) -> Any:
     return value
 
 
-def merge_override_list(target: CfgNode, items: list[str]) -> None:
+def merge_override_list(target: MutableMapping, items: list[str]) -> None:
     """``["KEY.PATH", "value", ...]`` into ``target``, with the same checks as a file."""
     source = "config override"
     if isinstance(items, (str, bytes)) or len(items) % 2:

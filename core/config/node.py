@@ -1,7 +1,9 @@
 """``CfgNode``: a nested, freezable dict with attribute access, shaped like Detectron2's config.
 
-Only the data structure lives here; what counts as a valid key or value (the default tree, the
-type rule, renamed keys) lives in :mod:`.defaults`, :mod:`.merge` and :mod:`.compat`.
+The data structure lives here; what counts as a valid key or value (the default tree, the type
+rule, renamed keys) lives in :mod:`.defaults`, :mod:`.merge` and :mod:`.compat`, which work on
+plain mappings and never import this module: ``dump`` and ``merge_from_list`` call down into
+them.
 """
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
+
+from .defaults import strip_unused_pointrend_keys
+from .merge import merge_override_list
 
 
 class CfgNode(dict):
@@ -138,8 +143,6 @@ class CfgNode(dict):
         defaults: upstream's plain ``get_cfg()`` does not know them, and reading the file back
         here restores exactly those defaults.
         """
-        from .defaults import strip_unused_pointrend_keys
-
         data = strip_unused_pointrend_keys(_plain(self))
         return yaml.dump(data, Dumper=_PlainDumper, sort_keys=True, default_flow_style=False,
                          allow_unicode=True)
@@ -150,8 +153,6 @@ class CfgNode(dict):
         Keys must exist (renamed Detectron2 keys are mapped to their new names) and values pass
         the same type rule as config files; otherwise :class:`ConfigError`. Returns self.
         """
-        from .merge import merge_override_list
-
         self._check_mutable()
         merge_override_list(self, items)
         return self

@@ -67,10 +67,6 @@ class GeneralizedRCNN(nn.Module):
             d["image_size"] = size
         return dets
 
-    def forward_boxes_only(self, images: list[torch.Tensor]) -> list[dict]:
-        """Detections without the mask branch (used by test-time augmentation)."""
-        return self.boxes_and_features(images)[0]
-
     def boxes_and_features(self, images: list[torch.Tensor]):
         """Box detections and the backbone features they came from (for a later mask pass)."""
         batch, sizes = self.preprocess(images)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ImageReadError
+from .tiff import tiff_plane_shape
 
 DEFAULT_MAX_PIXELS = 2 ** 30  # 32768 x 32768: room for a 16k x 16k stitched tile scan
 MAX_PIXELS_ENV = "CELLSEG_MAX_PIXELS"
@@ -130,8 +131,6 @@ def _header(fh: BinaryIO, size: int, path: Path, verify: bool) -> ImageHeader:
         raise ImageReadError(f"cannot decode image {path}: not a TIFF, PNG, JPEG or BMP file "
                              f"(it starts with {bytes(head[:8])!r})")
     if fmt == "tiff":
-        from .tiff import tiff_plane_shape
-
         h, w = tiff_plane_shape(path)[:2]
         return ImageHeader(fmt, h, w)
     if fmt == "png":

@@ -82,7 +82,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         with open(path, "rb") as fh:
             head = fh.read(32)
         if sniff_format(head) == "tiff":
-            image = read_tiff_plane(path, limit)
+            image = read_tiff_plane(path, lambda h, w: check_pixels(h, w, path, limit))
         else:
             data = path.read_bytes()
             header = read_header(path, data)  # empty, unknown or truncated: refused here

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -38,9 +38,15 @@ def tiff_plane_shape(path: str | Path) -> tuple[int, ...]:
     return shape
 
 
-def read_tiff_plane(path: str | Path, limit: int) -> np.ndarray:
-    """The first 2-D plane of a TIFF, dtype kept, after checking its size against ``limit``
-    pixels (see :func:`cellseg.core.io.header.check_pixels`).
+def read_tiff_plane(path: str | Path, check_size: Callable[[int, int], None]) -> np.ndarray:
+    """The first 2-D plane of a TIFF, dtype kept, after ``check_size`` accepted its size.
+
+    Args:
+        path: the TIFF file.
+        check_size: called with the plane's (height, width) before any pixel is read; raises to
+            refuse the image (``read_image`` passes the pixel limit,
+            :func:`cellseg.core.io.header.check_pixels`; passed in because
+            :mod:`.header` reads TIFF sizes through this module).
 
     Returns:
         ``(H, W)`` or ``(H, W, S)`` array.
@@ -50,12 +56,10 @@ def read_tiff_plane(path: str | Path, limit: int) -> np.ndarray:
     """
     import tifffile
 
-    from .header import check_pixels
-
     path = Path(path)
     with _corrupt_tiff_errors(path) as warnings, tifffile.TiffFile(path) as tif:
         page, shape = _first_plane(tif, path, warnings)
-        check_pixels(shape[0], shape[1], path, limit)
+        check_size(shape[0], shape[1])
         offsets, counts = page.dataoffsets, page.databytecounts
         if offsets and max(o + c for o, c in zip(offsets, counts)) > tif.filehandle.size:
             raise ImageReadError(f"cannot decode image {path}: truncated TIFF (its pixel data "

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from ..structures import CroppedMasks, Instances
-from .wbf import BoxFusion
+from .box_fusion import BoxFusion
 
 # members x window pixels per grid_sample batch
 _CHUNK_ELEMENTS = 1 << 22

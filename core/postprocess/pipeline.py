@@ -21,7 +21,8 @@ import numpy as np
 from ..structures import Instances
 from .nms import nms
 from .soft_nms import METHODS, soft_nms
-from .wbf import CONF_TYPES, weighted_boxes_fusion
+from .box_fusion import CONF_TYPES
+from .wbf import weighted_boxes_fusion
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,11 @@ class ImageAnnotations:
         self._next_uid = int(self.uids.max()) + 1 if n else 1
 
     def digest(self) -> str:
-        """SHA-256 of uids, classes, origins, reviews and masks: equal iff the content is."""
+        """SHA-256 of uids, classes, origins, reviews and mask pixels (RLE counts).
+
+        Scores, the image size and the image's reviewed flag are left out: equal digests mean
+        the same instances with the same classes, review states and pixels, not equal objects.
+        """
         import hashlib
 
         h = hashlib.sha256()

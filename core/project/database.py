@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import DataError
 from .schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 
-if TYPE_CHECKING:
-    from .store import ProjectStore
+
+class Store(Protocol):
+    """What a transaction needs to know of the project that owns the connection (the
+    :class:`~.store.ProjectStore`, which imports this module; hence a protocol, not an import)."""
+
+    path: Path
+    read_only: str | None  # why the project is read-only, or None
+
+    def check_journal(self) -> None:
+        """Raise :class:`JournalLostError` if the write-ahead log was deleted."""
 
 
 class JournalLostError(DataError):
@@ -33,7 +41,7 @@ class Transaction:
     becomes one :class:`DataError` saying that this edit, and only this one, was not saved.
     """
 
-    def __init__(self, conn, store: "ProjectStore"):
+    def __init__(self, conn, store: Store):
         self.conn = conn
         self.store = store
         self.outer = False
@@ -69,7 +77,7 @@ class Transaction:
         return False
 
 
-def write_error(store: "ProjectStore", exc: sqlite3.Error) -> DataError:
+def write_error(store: Store, exc: sqlite3.Error) -> DataError:
     text = str(exc)
     if store.read_only is not None or "readonly" in text:
         why = f"the project is read-only ({store.read_only or text})"

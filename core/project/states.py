@@ -130,12 +130,3 @@ class Edit:
             (b is None and a is None) or (b is not None and b.same_as(a))
             for b, a in ((self.before.get(u), self.after.get(u)) for u in self.after))
 
-    def dirty_rect(self) -> Window | None:
-        """Bounding rectangle of every window before and after: what a canvas must repaint."""
-        wins = [s.window for s in (*self.before.values(), *self.after.values())
-                if s is not None and s.window[2] > s.window[0]]
-        if not wins:
-            return None
-        w = np.array(wins)
-        return int(w[:, 0].min()), int(w[:, 1].min()), int(w[:, 2].max()), int(w[:, 3].max())
-

@@ -80,11 +80,6 @@ class Instances:
     def sorted_by_score(self) -> "Instances":
         return self[np.argsort(-self.scores, kind="stable")]
 
-    def dense_masks(self) -> np.ndarray:
-        if self.masks is None:
-            raise ValueError("these instances have no masks")
-        return self.masks.to_dense()
-
     def to_coco_results(self, image_id: int, file_name: str | None = None) -> list[dict]:
         """COCO *results* records: category_id = class + 1, bbox XYWH, compressed RLE."""
         rles = self.masks.to_rle() if self.masks is not None else [None] * len(self)

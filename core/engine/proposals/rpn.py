@@ -7,6 +7,7 @@ from torch.nn import functional as F
 
 from ..box_ops import Box2BoxTransform, batched_nms, clip_boxes, nonempty
 from ..layers import Conv2d
+from ..losses import rpn_losses
 from ..registry import ANCHOR_GENERATOR, PROPOSAL_GENERATOR, RPN_HEAD
 
 
@@ -68,7 +69,7 @@ class RPN(nn.Module):
         self.post_nms_topk = {True: post_nms_topk[0], False: post_nms_topk[1]}
         self.nms_thresh = nms_thresh
         self.min_box_size = float(min_box_size)
-        # training-only settings (used by cellseg.trainer's losses)
+        # training-only settings (read by ..losses)
         self.anchor_matcher = anchor_matcher
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
@@ -86,8 +87,6 @@ class RPN(nn.Module):
                   .permute(0, 3, 4, 1, 2).flatten(1, -2) for x in deltas]
         losses = {}
         if self.training and gt_instances is not None:
-            from cellseg.trainer.losses import rpn_losses
-
             losses = rpn_losses(self, anchors, logits, deltas, gt_instances)
         proposals = self.predict_proposals(anchors, logits, deltas, image_sizes)
         return proposals, losses

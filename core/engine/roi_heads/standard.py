@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import ShapeSpec
+from ..losses import standard_roi_heads_losses
 from ..poolers import build_pooler
 from ..registry import ROI_BOX_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .box_head import build_box_predictor
@@ -54,7 +55,7 @@ class StandardROIHeads(MaskBranch, nn.Module):
             self.mask_in_features = list(mask_in_features)
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
-        # training-only settings (cellseg.trainer.losses)
+        # training-only settings (read by ..losses)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.proposal_matcher = proposal_matcher
@@ -63,8 +64,6 @@ class StandardROIHeads(MaskBranch, nn.Module):
 
     def forward(self, image_sizes, features, proposals, targets=None):
         if self.training and targets is not None:
-            from cellseg.trainer.losses import standard_roi_heads_losses
-
             return None, standard_roi_heads_losses(self, image_sizes, features, proposals, targets)
         detections = self.detect_boxes(image_sizes, features, proposals)
         return self.predict_masks(features, detections), {}

@@ -1,6 +1,8 @@
 """Training losses and sampling of the engine's heads, following Detectron2's definitions.
 
-The engine calls in here from its training hooks:
+They belong to the engine, as in Detectron2, where each head computes its own losses in
+training mode; the trainer only sums them. The heads call in here from ``forward`` when
+``self.training`` and targets are given:
 
 * :func:`rpn_losses` from ``RPN.forward`` -- anchor matching (IoU bands, low-quality matches),
   balanced sampling of ``BATCH_SIZE_PER_IMAGE`` anchors per image with ``POSITIVE_FRACTION``
@@ -26,7 +28,9 @@ from torch.nn import functional as F
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from torchvision.ops import roi_align
 
-from cellseg.core.engine.box_ops import clip_boxes, nonempty, pairwise_iou
+from .box_ops import clip_boxes, nonempty, pairwise_iou
+from .point_features import coords_in_image, point_sample, point_uncertainty
+
 
 # ------------------------------------------------------------------------------ sampling
 def subsample_labels(labels: torch.Tensor, num_samples: int, positive_fraction: float,
@@ -238,23 +242,6 @@ def uniform_point_draws(num_rois: int, num_points: int, device: torch.device) ->
     return torch.rand(num_rois, num_points, 2, device=device)
 
 
-class FixedPointDraws:
-    """Reproducible point draws for parity checks: the k-th call returns the k-th block of
-    ``torch.rand(P, 2)`` from a generator seeded with ``seed``, the same block for every ROI.
-
-    Sharing the points between ROIs makes them independent of the ROIs' order, which
-    upstream's random foreground sampling permutes, so an engine and Detectron2 given the same
-    draws sample exactly the same points on the same boxes.
-    """
-
-    def __init__(self, seed: int = 0):
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, num_rois: int, num_points: int, device: torch.device) -> torch.Tensor:
-        block = torch.rand(num_points, 2, generator=self.generator)
-        return block.to(device).expand(num_rois, -1, -1).contiguous()
-
-
 def uncertain_points_with_randomness(coarse: torch.Tensor, classes: torch.Tensor,
                                      num_points: int, oversample_ratio: float,
                                      importance_sample_ratio: float,
@@ -273,8 +260,6 @@ def uncertain_points_with_randomness(coarse: torch.Tensor, classes: torch.Tensor
     Returns:
         (R, num_points, 2) points, the most uncertain first.
     """
-    from cellseg.core.engine.roi_heads.pointrend import point_sample, point_uncertainty
-
     draws = draws or uniform_point_draws
     r = coarse.shape[0]
     num_sampled = int(num_points * oversample_ratio)
@@ -290,8 +275,6 @@ def uncertain_points_with_randomness(coarse: torch.Tensor, classes: torch.Tensor
 
 
 def _pointrend_mask_losses(head, features: dict, fg: list[dict], targets: list[dict]) -> dict:
-    from cellseg.core.engine.roi_heads.pointrend import coords_in_image
-
     boxes = [f["boxes"] for f in fg]
     classes = torch.cat([f["gt_classes"] for f in fg])
     coarse = head.coarse_head(head.roi_features(features, boxes))
