@@ -318,6 +318,15 @@ def test_two_processes_average_gradients_like_one_process(capsys, tmp_path, nucl
     times the images, the same sum either way), no RPN proposals reach the ROI heads
     (POST_NMS_TOPK_TRAIN 0) so the ground truth boxes are its samples, and the two tiles keep
     the same number of nuclei. No flip, crop or size choice: nothing random is left.
+
+    The box losses are made smooth (SMOOTH_L1_BETA 1 instead of the configs' 0, plain L1): the
+    ROI samples are the ground-truth boxes themselves, whose regression targets are exactly 0,
+    so with L1 each gradient is the sign of a prediction hovering at 0, and float rounding
+    (gloo sums in another order) flips signs: measured on an Intel Xeon, 1e-7 in the first
+    iteration grew to 9.5e-2 in bbox_pred.bias after four, although both runs average alike.
+    Float noise still grows with training (largest difference after four iterations: 5.6e-7
+    on an AMD EPYC, 6.3e-5 on an Intel Xeon), so the bound is 1e-3: gradients that were not
+    averaged move the parameters apart by about the size of their move (0.7 here).
     """
     from cellseg.trainer.data import training_sampler
 
@@ -351,7 +360,9 @@ def test_two_processes_average_gradients_like_one_process(capsys, tmp_path, nucl
                        ("MODEL.RPN.POSITIVE_FRACTION", "1.0"),
                        ("MODEL.RPN.POST_NMS_TOPK_TRAIN", "0"),
                        ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "1000"),
-                       ("MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.0"), ("SEED", "0")):
+                       ("MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.0"),
+                       ("MODEL.RPN.SMOOTH_L1_BETA", "1.0"),
+                       ("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", "1.0"), ("SEED", "0")):
         common += ["--set", key, value]
     one, two = tmp_path / "one", tmp_path / "two"
     rc = cli_main(common + ["--output", str(one)])
@@ -375,7 +386,7 @@ def test_two_processes_average_gradients_like_one_process(capsys, tmp_path, nucl
         worst_move = max(worst_move, move)
     print(f"largest relative parameter difference 1 vs 2 processes: {worst_diff:.2e} ({worst}; "
           f"largest relative move from the start: {worst_move:.2e})")
-    assert worst_diff < 1e-5, worst_diff
+    assert worst_diff < 1e-3, worst_diff
     assert worst_move > 1e-2  # the runs trained: a missing or wrong average would show
     # sharding: each rank reads its own images, together exactly the 1-process stream
     single = list(itertools.islice(training_sampler(2, 0, 0, 1), 8))
