@@ -235,3 +235,27 @@ def test_labels_prepared_off_thread_render_the_same(canvas, nuclei_instances):
     canvas.set_instances(nuclei_instances, prepared=(labels, code))
     assert canvas.overlay.labels is labels
     assert np.array_equal(canvas.overlay._buffer, direct)
+
+
+def test_thousands_of_repaints_do_not_abort_the_canvas(tmp_path):
+    # PySide6 6.12 on CPython 3.11 takes a reference off None at every void method call; a
+    # canvas without torch imported aborted ("deallocating None") after ~1,600 repaints. Fails
+    # without cellseg.app.keep_none_alive. A child process: the abort would end pytest too.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from cellseg.app.canvas import ImageCanvas\n"
+        "canvas = ImageCanvas(); canvas.resize(240, 180); canvas.show()\n"
+        "canvas.set_image(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))\n"
+        "app.processEvents()\n"
+        "for _ in range(4000):\n"
+        "    canvas.viewport().repaint()\n"
+        "print('repainted')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ,
+                                           "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0 and out.stdout.strip() == "repainted", out.stderr[-2000:]
