@@ -396,9 +396,12 @@ def test_item13_start_up_does_not_import_torch(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
 
 
-def _drawn_rgb(overlay, pos: int, edge: bool) -> tuple[int, int, int]:
-    """The colour the overlay paints on instance ``pos``'s contour (or interior), un-premultiplied."""
-    ys, xs = np.nonzero((overlay.labels == pos + 1) & ((overlay._code % 2 == 1) == edge))
+def _drawn_rgb(overlay, pos: int, edge: bool, stripe: bool = False) -> tuple[int, int, int]:
+    """The colour the overlay paints on instance ``pos``'s contour (or interior; ``stripe``: on
+    or off the hatch lines), un-premultiplied."""
+    code = overlay._code
+    ys, xs = np.nonzero((overlay.labels == pos + 1) & ((code & 1 == 1) == edge)
+                        & ((code & 2 == 2) == stripe))
     argb = int(overlay._buffer[ys[0], xs[0]])
     a = (argb >> 24) & 255
     return tuple(round(((argb >> s) & 255) * 255 / a) for s in (16, 8, 0))
@@ -432,6 +435,95 @@ def test_item10_review_state_visible_and_colours_stable(qtbot, window, one_class
     grey = _drawn_rgb(overlay, pos[rejected], edge=False)  # faint grey fill (premultiplied:
     assert all(abs(v - 150) <= 4 for v in grey), grey       # a few levels of rounding)
     assert _drawn_rgb(overlay, pos[plain], edge=True) == overlay.colour_of(pos[plain])
+
+
+def _viewport_rgb(canvas) -> np.ndarray:
+    from PySide6.QtGui import QImage
+
+    image = canvas.viewport().grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    h, w = image.height(), image.width()
+    return np.frombuffer(image.constBits(), np.uint8).reshape(h, -1)[:, :3 * w].reshape(h, w, 3)
+
+
+def _around(canvas, rgb, x, y, r):
+    """The viewport pixels within ``r`` screen pixels of image point (x, y)."""
+    from test_editing_tools import view_pos
+
+    p = view_pos(canvas, x - 0.5, y - 0.5)
+    return rgb[max(0, p.y() - r):p.y() + r + 1, max(0, p.x() - r):p.x() + r + 1].reshape(-1, 3)
+
+
+def test_item10_rejected_hatched_accepted_ticked_others_unchanged(qtbot, window,
+                                                                  one_class_project):
+    # issue 18.10, rest: rejected instances hatched, accepted ones ticked, legible at fit and
+    # zoomed, and a toggle repaints the toggled instance only. Fails without the hatch codes
+    # in Overlay (a rejected cell was a flat faint grey) and the canvas's TickLayer.
+    from cellseg.app.canvas.overlay import HATCH_PERIOD, HATCH_WIDTH
+
+    c = _open(qtbot, window, one_class_project)
+    canvas, overlay = window.canvas, window.canvas.overlay
+    accepted, rejected = int(c.ann.uids[60]), int(c.ann.uids[61])
+    click(qtbot, canvas, 2, 2)
+    buffer_before = overlay._buffer.copy()
+    for uid, k in ((accepted, Qt.Key.Key_A), (rejected, Qt.Key.Key_X)):
+        click(qtbot, canvas, *centre(c, uid))
+        key(qtbot, window, k)
+    click(qtbot, canvas, 2, 2)
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    toggled = np.isin(overlay.labels, [pos[accepted] + 1, pos[rejected] + 1])
+    changed = overlay._buffer != buffer_before
+    assert changed.any() and not (changed & ~toggled).any()  # no other pixel recoloured
+
+    # rejected: red diagonal lines over the faint grey fill, the lines where (x + y) % 6 < 2
+    inside = (overlay.labels == pos[rejected] + 1) & (overlay._code & 1 == 0)
+    ys, xs = np.nonzero(inside)
+    on_line = (xs + ys) % HATCH_PERIOD < HATCH_WIDTH
+    assert 0.2 < on_line.mean() < 0.5
+    argb = overlay._buffer[ys, xs]
+    red, green = (argb >> 16) & 255, (argb >> 8) & 255
+    assert (red[on_line] > 2 * green[on_line]).all()  # lines: red
+    assert (red[~on_line] < 90).all() and (red[~on_line] == green[~on_line]).all()  # grey fill
+    assert _drawn_rgb(overlay, pos[rejected], edge=False, stripe=True) == (255, 70, 70)
+    # accepted: one tick, at its centre; nothing else ticked
+    x0, y0, x1, y1 = c.ann.masks.windows[c.ann.index_of(accepted)]
+    assert canvas.tick_layer.centres().tolist() == [[(x0 + x1) / 2, (y0 + y1) / 2]]
+
+    # legible at fit and zoomed in: the tick is the same size on screen, the hatch stays lines
+    ax, ay = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = centre(c, rejected)
+    for zoom in (None, 6.0):
+        if zoom:
+            canvas.zoom_by(zoom / canvas.zoom)
+        for x, y, what in ((ax, ay, "tick"), (rx, ry, "hatch")):
+            if zoom:
+                canvas.center_on_pixel(x, y)
+            qtbot.wait(50)
+            rgb = _viewport_rgb(canvas).astype(int)
+            if what == "tick":
+                tick = _around(canvas, rgb, x, y, 8)
+                is_tick = (tick[:, 1] > 200) & (tick[:, 0] < 120) & (tick[:, 2] < 150)
+                assert 12 <= is_tick.sum() <= 120, (zoom, is_tick.sum())
+            else:
+                hatch = _around(canvas, rgb, x, y, 6 if zoom is None else 20)
+                reddish = hatch[:, 0] > hatch[:, 1] + 60
+                assert 0.1 < reddish.mean() < 0.7, (zoom, reddish.mean())  # lines, not a blob
+
+    # ticks follow the state, the class visibility and the overlay switch
+    window.legend.set_class_visible(0, False)
+    assert len(canvas.tick_layer.centres()) == 0
+    window.legend.set_class_visible(0, True)
+    assert len(canvas.tick_layer.centres()) == 1
+    window.display_panel.show_overlay.setChecked(False)
+    assert len(canvas.tick_layer.centres()) == 0
+    window.display_panel.show_overlay.setChecked(True)
+    click(qtbot, canvas, *centre(c, accepted))
+    key(qtbot, window, Qt.Key.Key_X)  # accepted -> rejected: no tick, hatched
+    click(qtbot, canvas, 2, 2)
+    assert len(canvas.tick_layer.centres()) == 0
+    pos = {int(u): i for i, u in enumerate(c.ann.uids)}
+    assert _drawn_rgb(overlay, pos[accepted], edge=False, stripe=True) == (255, 70, 70)
+    key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert len(canvas.tick_layer.centres()) == 1
 
 
 def test_item3_class_names_shown_renamable_and_the_drawing_class_in_the_toolbar(
