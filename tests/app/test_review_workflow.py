@@ -2,6 +2,8 @@
 window (keys, menus, the project file), one test per item."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -651,3 +653,125 @@ def test_item5_ensemble_of_models_with_different_classes_is_refused_with_a_messa
     window.post_panel.set_model_choice("cascade")  # one model: its cells come back
     qtbot.waitUntil(lambda: window.current_instances() is not None
                     and len(window.current_instances()) > 50, timeout=60_000)
+
+
+def _normalised_bindings(window) -> dict[str, list[str]]:
+    """Key -> the actions bound to it, as Qt's shortcut map sees it: X11 and macOS deliver
+    Shift+Tab as Backtab, and Qt matches either binding to it."""
+    from collections import defaultdict
+
+    from PySide6.QtGui import QAction
+
+    keys = defaultdict(list)
+    for action in window.findChildren(QAction):
+        for seq in action.shortcuts():
+            text = seq.toString().replace("Backtab", "Shift+Tab").replace("Shift+Shift+", "Shift+")
+            keys[text].append(action.text())
+    return keys
+
+
+def test_item13_every_key_is_bound_once(qtbot, window):
+    # issue 18.13 (Tab): Previous instance was bound to Shift+Tab AND Backtab; under X11 the key
+    # matched both, Qt called it "Ambiguous shortcut overload: Backtab" and Shift+Tab did nothing
+    # (offscreen QTest matches only one, so it passed there). Fails with both bindings.
+    from cellseg.app.editing import install_editing
+    from cellseg.app.first_run import install_first_run
+    from cellseg.app.interop_menu import install_interop
+    from cellseg.app.training import install_training
+
+    install_editing(window), install_interop(window), install_training(window)
+    install_first_run(window)
+    twice = {k: v for k, v in _normalised_bindings(window).items() if len(v) > 1}
+    assert twice == {}
+    assert _normalised_bindings(window)["Shift+Tab"] == ["Previous instance (Shift+Tab)"]
+
+
+_REAL_KEYS_CHILD = r"""
+import json, subprocess, sys, time
+from PySide6.QtCore import QTimer, Qt
+from PySide6.QtWidgets import QApplication
+app = QApplication(["cellseg-gui"])
+from cellseg.app.editing import install_editing
+from cellseg.app.first_run import install_first_run
+from cellseg.app.interop_menu import install_interop
+from cellseg.app.settings import AppSettings
+from cellseg.app.training import install_training
+from cellseg.app.window import MainWindow
+w = MainWindow(AppSettings.from_file(sys.argv[2]))
+c = install_editing(w); install_interop(w); install_training(w); install_first_run(w)
+w.resize(1400, 900); w.show()
+c.open_project(sys.argv[1])
+out = []
+
+def settle(n=30):
+    for _ in range(n):
+        app.processEvents(); time.sleep(0.01)
+
+def run():
+    for how in ("windowactivate", "windowfocus"):  # the second where no window manager runs
+        subprocess.run(["xdotool", how, "--sync", str(int(w.winId()))], capture_output=True,
+                       timeout=20)
+    settle()
+    widgets = {"canvas": w.canvas, "images": w.image_list.tree, "legend": w.legend.tree,
+               "review": c.panel.brush, "history": c.history}
+    for name, widget in widgets.items():
+        widget.setFocus(Qt.FocusReason.MouseFocusReason)
+        settle(5)
+        for key in ("Tab", "Tab", "shift+Tab"):
+            subprocess.run(["xdotool", "key", "--clearmodifiers", key], timeout=20)
+            settle()
+            focus = app.focusWidget()
+            out.append([name, key, sorted(c.selected),
+                        [k for k, v in widgets.items() if v is focus]])
+    print(json.dumps({"active": w.isActiveWindow(), "keys": out}), flush=True)
+    w.close(); app.quit()
+
+def ready():
+    if c.ann is not None and c.stored:
+        QTimer.singleShot(200, run)
+    else:
+        QTimer.singleShot(50, ready)
+
+QTimer.singleShot(50, ready)
+QTimer.singleShot(120000, app.quit)
+app.exec()
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
+                    reason="needs Xvfb and xdotool (real X11 key events)")
+def test_item13_tab_and_shift_tab_with_real_key_events(tmp_path, one_class_project):
+    # issue 18.13: Tab / Shift+Tab with the keyboard of an X11 desktop (xdotool into a real
+    # Xvfb server, the xcb platform: key events as a user's): from the canvas, the image list,
+    # the Legend, the Review dock and the History, Tab walks the instances lowest score first,
+    # Shift+Tab walks back, and the focus stays where it was (never moves into the Legend).
+    # Shift+Tab did nothing before the Backtab binding was removed.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1600x1000x24"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        display = ":" + xvfb.stdout.readline().strip()
+        env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+        env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb")
+        run = subprocess.run([sys.executable, "-c", _REAL_KEYS_CHILD, str(one_class_project),
+                              str(tmp_path / "settings.ini")],
+                             capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=30)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["active"], result
+    walked = []
+    for name, key, selected, focus in result["keys"]:
+        assert focus == [name], (name, key, focus)  # the focus stayed; never the Legend
+        assert len(selected) == 1, (name, key, selected)
+        walked.append(selected[0])
+    # per widget: Tab, Tab, Shift+Tab -> next, next, back to the first of the two
+    for k in range(0, len(walked), 3):
+        a, b, back = walked[k:k + 3]
+        assert a != b and back == a, walked
