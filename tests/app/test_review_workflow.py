@@ -775,3 +775,32 @@ def test_item13_tab_and_shift_tab_with_real_key_events(tmp_path, one_class_proje
     for k in range(0, len(walked), 3):
         a, b, back = walked[k:k + 3]
         assert a != b and back == a, walked
+
+
+def test_item13_review_dock_text_is_not_clipped(qtbot, window, one_class_project):
+    # issue 18.13: the Review dock's counts were cut off: the word-wrapped label asked the dock
+    # for less height than its text needs and got squeezed (49 of 56 px at 1200x800, spin boxes
+    # too). Fails without the short lines and fixed row heights in ReviewPanel.
+    from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLabel, QWidget
+
+    c = _open(qtbot, window, one_class_project)
+    for uid, k in ((int(c.ann.uids[3]), Qt.Key.Key_A), (int(c.ann.uids[4]), Qt.Key.Key_X)):
+        click(qtbot, window.canvas, *centre(c, uid))
+        key(qtbot, window, k)
+    panel = c.panel
+    for size in ((1400, 900), (1200, 800)):  # the default window, and the tests' window
+        window.resize(*size)
+        qtbot.wait(100)
+        assert panel.isVisible()
+        controls = [w for w in panel.findChildren(QWidget) if w.isVisible() and w.parent() is panel
+                    and isinstance(w, (QLabel, QAbstractSpinBox, QComboBox))]
+        assert panel.counts in controls and panel.brush in controls
+        for w in controls:
+            need = w.sizeHint()
+            if w.hasHeightForWidth():
+                need.setHeight(w.heightForWidth(w.width()))
+            assert w.height() >= need.height() and w.width() >= need.width(), (
+                size, type(w).__name__, w.size().toTuple(), need.toTuple())
+    assert panel.counts.text().splitlines() == [
+        "125 instances (125 shown)", "image not reviewed", "accepted 1 · rejected 1",
+        "edited 0 · drawn 0 · deleted 0"]
