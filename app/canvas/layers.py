@@ -245,10 +245,13 @@ class TickLayer(QGraphicsItem):
 
     def set_centres(self, centres: np.ndarray, image_size=(0, 0)) -> None:
         """``centres``: (M, 2) image (x, y) of the accepted instances to tick."""
+        centres = np.asarray(centres, np.float32).reshape(-1, 2)
         if tuple(image_size) != self._size:
             self.prepareGeometryChange()
             self._size = tuple(image_size)
-        self._centres = np.asarray(centres, np.float32).reshape(-1, 2)
+        elif np.array_equal(centres, self._centres):
+            return  # (most overlay changes: opacity, colours) no repaint of its own
+        self._centres = centres
         self.update()
 
     def centres(self) -> np.ndarray:
