@@ -242,6 +242,7 @@ class TickLayer(QGraphicsItem):
         self._centres = np.zeros((0, 2), np.float32)
         self._size = (0, 0)
         self._sprites: dict[float, QImage] = {}  # device pixel ratio -> rendered tick
+        self.setVisible(False)  # until there are ticks
 
     def set_centres(self, centres: np.ndarray, image_size=(0, 0)) -> None:
         """``centres``: (M, 2) image (x, y) of the accepted instances to tick."""
@@ -252,6 +253,9 @@ class TickLayer(QGraphicsItem):
         elif np.array_equal(centres, self._centres):
             return  # (most overlay changes: opacity, colours) no repaint of its own
         self._centres = centres
+        # hidden when there is nothing to tick: the view then never calls paint (a brush
+        # stroke's repaints would each pay a Python call for nothing)
+        self.setVisible(bool(len(centres)))
         self.update()
 
     def centres(self) -> np.ndarray:

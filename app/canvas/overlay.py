@@ -58,6 +58,7 @@ class Overlay:
         self.labels: np.ndarray = np.zeros((0, 0), np.int32)
         self._code = np.zeros((0, 0), np.int32)
         self._buffer = np.zeros((0, 0), np.uint32)
+        self._hatch = _hatch((0, 0))  # stripe bits of every pixel (a view: no memory)
         self._lut = np.zeros(2, np.uint32)
         self._rgb = np.zeros((0, 3), np.uint8)  # colour of each label id - 1
         self._classes = np.zeros(0, np.int64)  # class of each label id - 1 (-1: unknown)
@@ -98,6 +99,7 @@ class Overlay:
         self._assign_colours(n)
         if self._buffer.shape != (h, w):
             self._buffer = np.zeros((h, w), np.uint32)
+            self._hatch = _hatch((h, w))
             self.image = (QImage(self._buffer.data, w, h, 4 * w,
                                  QImage.Format.Format_ARGB32_Premultiplied) if h and w else None)
         self._code = code
@@ -154,7 +156,7 @@ class Overlay:
         # neighbours one more pixel out decide whether the border pixels are edges
         px0, py0, px1, py1 = max(0, x0 - 1), max(0, y0 - 1), min(w, x1 + 1), min(h, y1 + 1)
         code = _edge_code(self.labels[py0:py1, px0:px1], (py0 == 0, py1 == h, px0 == 0, px1 == w),
-                          origin=(px0, py0))
+                          hatch=self._hatch[py0:py1, px0:px1])
         self._code[y0:y1, x0:x1] = code[y0 - py0:y1 - py0, x0 - px0:x1 - px0]
         np.take(self._lut, self._code[y0:y1, x0:x1], out=self._buffer[y0:y1, x0:x1], mode="clip")
         rect = (x0, y0, x1, y1)
@@ -256,14 +258,15 @@ def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray,
 
 
 def _edge_code(labels: np.ndarray, borders=(True, True, True, True),
-               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+               hatch: np.ndarray | None = None) -> np.ndarray:
     """``4 * label + 2 * stripe + edge``: edge marks labelled pixels with a 4-neighbour of
     another label, stripe the pixels on the diagonal hatch lines.
 
     ``borders`` (top, bottom, left, right) says which sides of ``labels`` are the image border:
     there the outside counts as background, so cells cut by the border get a closed contour.
-    ``origin`` (x0, y0) is where ``labels`` lies in the image, so that the hatch lines of a
-    re-rendered rectangle continue those around it.
+    ``hatch``: the stripe bits (0 or 2) of these pixels when ``labels`` is a rectangle cut from
+    the image (:func:`_hatch` of the image, sliced alike), so that the lines continue those
+    around it; by default ``labels`` is the whole image.
     """
     edge = np.zeros(labels.shape, bool)
     if labels.size:
@@ -285,18 +288,16 @@ def _edge_code(labels: np.ndarray, borders=(True, True, True, True),
         edge &= labels > 0
     code = labels.astype(np.int32) * 4
     code += edge
-    code += _hatch(labels.shape, origin)
+    code += _hatch(labels.shape) if hatch is None else hatch
     return code
 
 
-def _hatch(shape: tuple[int, int], origin: tuple[int, int]) -> np.ndarray:
+def _hatch(shape: tuple[int, int]) -> np.ndarray:
     """(H, W) int32 view: 2 on the hatch lines (x + y) % HATCH_PERIOD < HATCH_WIDTH, else 0.
 
     Pixel (x, y) only depends on x + y, so the whole pattern is a strided view of one line of
-    H + W values (row y starts y values further on): no per-pixel work before the add."""
+    H + W values (row y starts y values further on): no per-pixel work and no memory."""
     h, w = shape
-    x0, y0 = origin
-    line = np.where((np.arange(h + w, dtype=np.int64) + x0 + y0) % HATCH_PERIOD < HATCH_WIDTH,
-                    np.int32(2), np.int32(0)).astype(np.int32)
+    line = np.where(np.arange(h + w) % HATCH_PERIOD < HATCH_WIDTH, 2, 0).astype(np.int32)
     return np.lib.stride_tricks.as_strided(line, (h, w), (line.strides[0], line.strides[0]),
                                            writeable=False)

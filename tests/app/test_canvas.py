@@ -139,6 +139,11 @@ def test_update_region_rerenders_only_the_rectangle(canvas, nuclei_instances):
     assert len(changed)
     assert changed[:, 0].min() >= y0 and changed[:, 0].max() < y1
     assert changed[:, 1].min() >= x0 and changed[:, 1].max() < x1
+    # contours and hatch lines of the rectangle continue those around it: the pixel codes
+    # are those of the whole image computed afresh
+    from cellseg.app.canvas.overlay import _edge_code
+
+    assert np.array_equal(ov._code, _edge_code(ov.labels))
     full = ov._buffer.copy()
     ov.set_style()  # full re-render from the same labels gives the same pixels
     assert np.array_equal(ov._buffer, full)
