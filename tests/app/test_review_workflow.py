@@ -767,9 +767,9 @@ def test_item13_tab_and_shift_tab_with_real_key_events(tmp_path, one_class_proje
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["active"], result
     walked = []
-    for name, key, selected, focus in result["keys"]:
-        assert focus == [name], (name, key, focus)  # the focus stayed; never the Legend
-        assert len(selected) == 1, (name, key, selected)
+    for name, pressed, selected, focus in result["keys"]:
+        assert focus == [name], (name, pressed, focus)  # the focus stayed; never the Legend
+        assert len(selected) == 1, (name, pressed, selected)
         walked.append(selected[0])
     # per widget: Tab, Tab, Shift+Tab -> next, next, back to the first of the two
     for k in range(0, len(walked), 3):
