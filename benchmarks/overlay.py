@@ -100,6 +100,13 @@ def main(argv=None) -> int:
         canvas.overlay.labels[y - 12:y + 13, x - 12:x + 13][disc] = 1
         canvas.overlay.update_region(x - 12, y - 12, x + 13, y + 13)
 
+    n = len(inst)
+    reviews = np.where(np.arange(n) % 3 == 1, 1, np.where(np.arange(n) % 3 == 2, 2, 0))
+
+    def review_states():  # a third accepted (ticked), a third rejected (hatched), and back
+        state["flip"] = not state["flip"]
+        canvas.overlay.set_review_state(np.arange(n), reviews if state["flip"] else 0 * reviews)
+
     def full():
         canvas.set_instances(inst)
 
@@ -117,7 +124,9 @@ def main(argv=None) -> int:
         app.processEvents()
         for name, fn in (("opacity change", opacity), ("class visibility", hide_class),
                          ("contours on/off", contours), ("colour by instance/class", colour_mode),
-                         ("overlay on/off", overlay_onoff), ("brush dab update_region", brush),
+                         ("overlay on/off", overlay_onoff),
+                         ("review states on/off", review_states),
+                         ("brush dab update_region", brush),
                          ("new result, all on GUI thread", full),
                          ("new result, labels prepared", full_prepared)):
             rows.append((view_name, name, timed(fn, app, args.repeat)))

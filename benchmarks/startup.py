@@ -6,7 +6,8 @@ slow start-ups go.
 Each launch is a fresh interpreter running the real entry point's steps (QApplication, the
 window with the editing tools, training menu and first-run guidance, ``show()``) with throw-away
 settings. *first paint*: process start to the window's first Paint event. *quit*: ``close()``
-(settings written, worker threads stopped) to the process's exit, measured by the parent.
+(settings written, worker threads stopped) to the process's exit, measured by the parent
+(``cellseg.app.main.leave`` included where the revision has it, as ``cellseg-gui`` runs it).
 Each child also reports its phase times (interpreter + imports, window construction, show to
 paint), so a slow launch says which phase was slow. ``--compare REV`` runs the same launches
 of that git revision (extracted with ``git archive``, imported first on PYTHONPATH)
@@ -67,7 +68,13 @@ window.installEventFilter(f)
 window.resize(1400, 900)
 window.show()
 QTimer.singleShot(60000, quit_now)
-app.exec()
+rc = app.exec()
+try:  # what cellseg-gui does after its event loop (a revision without it: plain exit)
+    from cellseg.app.main import leave
+except ImportError:
+    leave = None
+if leave is not None:
+    leave(app, window, rc)
 """
 
 

@@ -17,6 +17,7 @@ _GOLDEN = 0.6180339887498949
 ACCEPTED_EDGE = np.array([40, 200, 70], np.uint8)  # review state: accepted instances' contour
 REJECTED_FILL = np.array([150, 150, 150], np.uint8)  # rejected: grey, faint, red contour
 REJECTED_EDGE = np.array([230, 40, 40], np.uint8)
+REJECTED_HATCH = np.array([255, 70, 70], np.uint8)  # rejected: diagonal lines over the fill
 
 
 def class_colours(classes: np.ndarray) -> np.ndarray:

@@ -2,10 +2,13 @@
 
 Why this shape: with 1,000 instances on a 2048x2048 image, one graphics item per instance makes
 every repaint walk 1,000 items; here the whole overlay is a single image. Each pixel holds a code
-``2 * label + edge`` (label = instance index + 1, 0 = background; edge = pixel on the instance's
-contour). A colour table maps codes to premultiplied ARGB, so changing opacity, colours, contours
-or class visibility rebuilds the table (O(instances)) and re-gathers the image in one
-``np.take`` (O(pixels), vectorised); nothing is re-rasterised from masks.
+``4 * label + 2 * stripe + edge`` (label = instance index + 1, 0 = background; stripe = pixel on
+a diagonal hatch line, a fixed function of its position; edge = pixel on the instance's contour).
+A colour table maps codes to premultiplied ARGB, so changing opacity, colours, contours, review
+states or class visibility rebuilds the table (O(instances)) and re-gathers the image in one
+``np.take`` (O(pixels), vectorised); nothing is re-rasterised from masks. Rejected instances are
+hatched by giving their stripe codes another colour than their fill: the hatch costs nothing
+per instance, and no more per pixel than the plain overlay.
 
 Editing tools may write into :attr:`Overlay.labels` (instance index + 1 per pixel; new ids past
 the current instance count get their own colours) and call :meth:`Overlay.update_region` to
@@ -21,10 +24,17 @@ from PySide6.QtGui import QImage
 
 from cellseg.core.structures import Instances
 
-from .colours import (ACCEPTED_EDGE, REJECTED_EDGE, REJECTED_FILL, class_colours,
-                      instance_colours, key_colours, premultiplied_argb)
+from .colours import (ACCEPTED_EDGE, REJECTED_EDGE, REJECTED_FILL, REJECTED_HATCH,
+                      class_colours, instance_colours, key_colours, premultiplied_argb)
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends), image pixels
+
+# Hatch of rejected instances: diagonal lines HATCH_WIDTH of every HATCH_PERIOD image pixels
+# (at the nuclei's 10-30 px, two or more lines cross every cell; at fit they are a few screen
+# pixels apart, zoomed in they stay stripes). Alpha of the lines: opaque enough to read over the
+# faint grey fill on a bright cell.
+HATCH_PERIOD, HATCH_WIDTH = 6, 2
+HATCH_ALPHA = 0.8
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Overlay:
         self.labels: np.ndarray = np.zeros((0, 0), np.int32)
         self._code = np.zeros((0, 0), np.int32)
         self._buffer = np.zeros((0, 0), np.uint32)
+        self._hatch = _hatch((0, 0))  # stripe bits of every pixel (a view: no memory)
         self._lut = np.zeros(2, np.uint32)
         self._rgb = np.zeros((0, 3), np.uint8)  # colour of each label id - 1
         self._classes = np.zeros(0, np.int64)  # class of each label id - 1 (-1: unknown)
@@ -88,6 +99,7 @@ class Overlay:
         self._assign_colours(n)
         if self._buffer.shape != (h, w):
             self._buffer = np.zeros((h, w), np.uint32)
+            self._hatch = _hatch((h, w))
             self.image = (QImage(self._buffer.data, w, h, 4 * w,
                                  QImage.Format.Format_ARGB32_Premultiplied) if h and w else None)
         self._code = code
@@ -110,8 +122,8 @@ class Overlay:
         Args:
             keys: (N,) int, a stable id per instance (the editing model's uid), so colours do
                 not jump when an instance is deleted, drawn or re-ordered.
-            reviews: (N,) int, 0 pending, 1 accepted (green contour), 2 rejected (faint grey
-                fill, red contour).
+            reviews: (N,) int, 0 pending, 1 accepted (green contour; the canvas ticks them),
+                2 rejected (faint grey fill hatched with red lines, red contour).
         """
         keys, reviews = np.asarray(keys, np.int64), np.asarray(reviews, np.int8)
         if len(keys) != len(self._classes) or len(reviews) != len(keys):
@@ -143,7 +155,8 @@ class Overlay:
             self._grow(int(top))
         # neighbours one more pixel out decide whether the border pixels are edges
         px0, py0, px1, py1 = max(0, x0 - 1), max(0, y0 - 1), min(w, x1 + 1), min(h, y1 + 1)
-        code = _edge_code(self.labels[py0:py1, px0:px1], (py0 == 0, py1 == h, px0 == 0, px1 == w))
+        code = _edge_code(self.labels[py0:py1, px0:px1], (py0 == 0, py1 == h, px0 == 0, px1 == w),
+                          hatch=self._hatch[py0:py1, px0:px1])
         self._code[y0:y1, x0:x1] = code[y0 - py0:y1 - py0, x0 - px0:x1 - px0]
         np.take(self._lut, self._code[y0:y1, x0:x1], out=self._buffer[y0:y1, x0:x1], mode="clip")
         rect = (x0, y0, x1, y1)
@@ -163,6 +176,17 @@ class Overlay:
         """Bool (N,) of instances whose class is shown."""
         hidden = np.array(sorted(self.style.hidden_classes), np.int64)
         return ~np.isin(self._classes, hidden)
+
+    def accepted_centres(self) -> np.ndarray:
+        """(M, 2) float32 image (x, y) of the box centres of the accepted instances on show
+        (the canvas draws a tick there); (0, 2) when the overlay or nothing accepted is shown."""
+        inst = self.instances
+        n = len(inst) if inst is not None else 0
+        if not n or not self.style.visible or len(self._reviews) < n:
+            return np.zeros((0, 2), np.float32)
+        show = (self._reviews[:n] == 1) & self.visible_instances()[:n]
+        b = inst.boxes[show]
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1).astype(np.float32)
 
     # ------------------------------------------------------------------ internals
     def _assign_colours(self, n: int) -> None:
@@ -202,9 +226,15 @@ class Overlay:
             edge = premultiplied_argb(edge_rgb, np.where(shown, s.contour_opacity, 0.0))
         else:
             edge = fill
-        lut = np.zeros(2 * (n + 1), np.uint32)
-        lut[2::2] = fill
-        lut[3::2] = edge
+        # rejected: hatch lines over the faint fill (shown with the fill or the contours)
+        hatch_alpha = np.where(rejected & shown & (s.fill or s.contours), HATCH_ALPHA, 0.0)
+        stripe = np.where(rejected, premultiplied_argb(np.broadcast_to(REJECTED_HATCH, (n, 3)),
+                                                       hatch_alpha), fill)
+        lut = np.zeros(4 * (n + 1), np.uint32)
+        lut[4::4] = fill
+        lut[5::4] = edge
+        lut[6::4] = stripe
+        lut[7::4] = edge if s.contours else stripe
         self._lut = lut
 
     def _render_all(self) -> None:
@@ -224,11 +254,16 @@ def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray,
     return labels, _edge_code(labels)
 
 
-def _edge_code(labels: np.ndarray, borders=(True, True, True, True)) -> np.ndarray:
-    """``2 * label + edge`` where edge marks labelled pixels with a 4-neighbour of another label.
+def _edge_code(labels: np.ndarray, borders=(True, True, True, True),
+               hatch: np.ndarray | None = None) -> np.ndarray:
+    """``4 * label + 2 * stripe + edge``: edge marks labelled pixels with a 4-neighbour of
+    another label, stripe the pixels on the diagonal hatch lines.
 
     ``borders`` (top, bottom, left, right) says which sides of ``labels`` are the image border:
     there the outside counts as background, so cells cut by the border get a closed contour.
+    ``hatch``: the stripe bits (0 or 2) of these pixels when ``labels`` is a rectangle cut from
+    the image (:func:`_hatch` of the image, sliced alike), so that the lines continue those
+    around it; by default ``labels`` is the whole image.
     """
     edge = np.zeros(labels.shape, bool)
     if labels.size:
@@ -248,6 +283,18 @@ def _edge_code(labels: np.ndarray, borders=(True, True, True, True)) -> np.ndarr
         if right:
             edge[:, -1] = True
         edge &= labels > 0
-    code = labels.astype(np.int32) * 2
+    code = labels.astype(np.int32) * 4
     code += edge
+    code += _hatch(labels.shape) if hatch is None else hatch
     return code
+
+
+def _hatch(shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) int32 view: 2 on the hatch lines (x + y) % HATCH_PERIOD < HATCH_WIDTH, else 0.
+
+    Pixel (x, y) only depends on x + y, so the whole pattern is a strided view of one line of
+    H + W values (row y starts y values further on): no per-pixel work and no memory."""
+    h, w = shape
+    line = np.where(np.arange(h + w) % HATCH_PERIOD < HATCH_WIDTH, 2, 0).astype(np.int32)
+    return np.lib.stride_tricks.as_strided(line, (h, w), (line.strides[0], line.strides[0]),
+                                           writeable=False)

@@ -1,4 +1,5 @@
-"""The zoomable, pannable image canvas: image layer + overlay layer + boxes + hover outline."""
+"""The zoomable, pannable image canvas: image layer + overlay layer + boxes + ticks of accepted
+instances + hover outline."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from PySide6.QtWidgets import QGraphicsScene, QGraphicsView
 from cellseg.core.structures import Instances
 
 from .contrast import Contrast, apply_contrast, auto_contrast
-from .layers import BoxesLayer, HoverLayer, RasterLayer, grey_or_rgb_qimage
+from .layers import BoxesLayer, HoverLayer, RasterLayer, TickLayer, grey_or_rgb_qimage
 from .overlay import Overlay
 
 ZOOM_STEP = 1.25
@@ -45,9 +46,10 @@ class ImageCanvas(QGraphicsView):
         self.image_layer = RasterLayer(smooth_when_zoomed_out=True)
         self.overlay_layer = RasterLayer()
         self.boxes_layer = BoxesLayer()
+        self.tick_layer = TickLayer()
         self.hover_layer = HoverLayer()
         for z, item in enumerate((self.image_layer, self.overlay_layer, self.boxes_layer,
-                                  self.hover_layer)):
+                                  self.tick_layer, self.hover_layer)):
             item.setZValue(z)
             self.scene().addItem(item)
 
@@ -120,6 +122,9 @@ class ImageCanvas(QGraphicsView):
         image = self.overlay.image
         if rect is None or self.overlay_layer.image() is not image:
             self.overlay_layer.set_image(image)
+            # review states, visibility or instances changed: the ticks follow (a brush dab,
+            # a partial update, changes none of them)
+            self.tick_layer.set_centres(self.overlay.accepted_centres(), self.overlay.labels.shape)
         else:
             self.overlay_layer.update_rect(rect)
 

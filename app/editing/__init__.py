@@ -148,8 +148,10 @@ def install_editing(window) -> EditingController:
     a["fill_all"] = act("Fill all holes of selected (Shift+H)", c.fill_holes_selected,
                         ["Shift+H"])
     a["next_instance"] = act("Next instance (Tab)", lambda: c.select_next(1), ["Tab"])
+    # Shift+Tab only: X11 delivers it as Backtab and Qt matches it to Shift+Tab; a Backtab
+    # binding as well made the key ambiguous there, and it did nothing
     a["previous_instance"] = act("Previous instance (Shift+Tab)", lambda: c.select_next(-1),
-                                 ["Shift+Tab", "Backtab"])
+                                 ["Shift+Tab"])
     a["next_unreviewed"] = act("Next unreviewed image (N)", c.next_unreviewed, ["N"],
                                "fa5s.forward", True)
     a["bigger"] = act("Bigger brush (])", lambda: _resize_brush(c, 1.25), ["]"])

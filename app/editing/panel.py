@@ -3,15 +3,17 @@ history dock."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                               QLabel, QPushButton, QSpinBox, QUndoView, QVBoxLayout, QWidget)
+                               QLabel, QPushButton, QSizePolicy, QSpinBox, QUndoView, QVBoxLayout,
+                               QWidget)
 
 
 class ReviewPanel(QWidget):
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
         self.c = controller
+        # short lines, not word wrap: a wrapped label asks its dock for less height than its
+        # text needs, and the dock squeezed it (the counts' last line was cut off at 1200x800)
         self.counts = QLabel("", self)
-        self.counts.setWordWrap(True)
         self.low_score = QCheckBox("Only scores below", self)
         self.score_limit = QDoubleSpinBox(self)
         self.score_limit.setRange(0.0, 1.0)
@@ -46,6 +48,11 @@ class ReviewPanel(QWidget):
         self.class_filter.currentIndexChanged.connect(self._filters)
         self.overlap.toggled.connect(lambda on: setattr(self.c, "allow_overlap", bool(on)))
         self.brush.valueChanged.connect(lambda v: setattr(self.c, "brush_radius", int(v)))
+        for w in (self.counts, self.low_score, self.score_limit, self.class_filter, self.brush,
+                  self.overlap, self.next_button):
+            # each row keeps the height it needs: the dock's minimum height is the panel's
+            # full height, so a small window never squeezes text or spin boxes
+            w.setSizePolicy(w.sizePolicy().horizontalPolicy(), QSizePolicy.Policy.Fixed)
         self.next_button.clicked.connect(self.c.next_unreviewed)
         self.c.changed.connect(self.refresh)
         self.set_classes([])
@@ -76,9 +83,10 @@ class ReviewPanel(QWidget):
             return
         reviewed = "reviewed" if self.c.ann is not None and self.c.ann.reviewed else "not reviewed"
         self.counts.setText(
-            f"{c['instances']} instances ({c['shown']} shown), image {reviewed}\n"
-            f"accepted {c['accepted']} · rejected {c['rejected']} · edited {c['edited']} · "
-            f"drawn {c['drawn']} · deleted {c['deleted']}")
+            f"{c['instances']} instances ({c['shown']} shown)\n"
+            f"image {reviewed}\n"
+            f"accepted {c['accepted']} · rejected {c['rejected']}\n"
+            f"edited {c['edited']} · drawn {c['drawn']} · deleted {c['deleted']}")
 
 
 def history_view(undo_stack, parent=None) -> QUndoView:
