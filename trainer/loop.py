@@ -8,7 +8,9 @@ line), checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations, evaluates ever
 
 A stop request (a file named ``STOP`` in the run folder, SIGTERM or SIGINT) is honoured at the
 end of the current iteration on every rank: a checkpoint is written and the run exits, to be
-continued with ``--resume``.
+continued with ``--resume``. A single process does not wait for the iteration's end (one takes
+a minute or more on a CPU): the request aborts the forward or backward pass at the next layer
+(or an evaluation), before the SGD step, so the checkpoint holds the last completed iteration.
 """
 from __future__ import annotations
 
@@ -100,6 +102,31 @@ class _StopFlag:
 
     def requested(self) -> bool:
         return self.signalled or self.file.exists()
+
+    def abort_hooks(self, model: nn.Module) -> list:
+        """Hooks raising :class:`StopRequested` at the next module call (forward) or parameter
+        gradient (backward) once a stop is requested; the SGD step itself is never cut, so the
+        model and optimizer stay those of the last completed iteration. The file is looked at
+        at most every 0.1 s. Returns the handles (``.remove()`` them). Single process only:
+        ranks of a distributed run must agree to stop at the same point."""
+        last = [0.0]  # when the file was last looked at
+
+        def check(*_):
+            if self.signalled:
+                raise StopRequested
+            now = time.monotonic()
+            if now - last[0] > 0.1:
+                last[0] = now
+                if self.file.exists():
+                    raise StopRequested
+
+        handles = [nn.modules.module.register_module_forward_pre_hook(check)]
+        handles += [p.register_hook(check) for p in model.parameters() if p.requires_grad]
+        return handles
+
+
+class StopRequested(Exception):
+    """A stop request arrived during a forward/backward pass (see ``_StopFlag.abort_hooks``)."""
 
 
 def threading_main() -> bool:
@@ -249,8 +276,10 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
     tty = sys.stdout.isatty()
     stop.install()
     it = start - 1
+    completed = start - 1  # the last iteration whose SGD step ran
     status = "finished"
     last_ckpt = None
+    aborts = [] if distributed else stop.abort_hooks(model)
     try:
         for it in range(start, max_iter):
             t0 = time.perf_counter()
@@ -280,6 +309,7 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
                     "SOLVER.CLIP_GRADIENTS, then start again (or --resume from the last good "
                     "checkpoint)")
             optimizer_step(losses, optimizer, scheduler, scaler, clip, params)
+            completed = it
             iter_time = time.perf_counter() - t0
             values["total_loss"] = sum(v for k, v in values.items())
             for k, v in values.items():
@@ -314,16 +344,28 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
                     _evaluate(model, cfg, val, device, it, writer, output)
                 if distributed:
                     torch.distributed.barrier()
+    except StopRequested:
+        status = "stopped"
     finally:
+        for handle in aborts:
+            handle.remove()
         stop.uninstall()
         if tty and rank == 0:
             print(flush=True)
-    result = RunResult(status, start, it, None)
+    result = RunResult(status, start, completed, None)
     if rank == 0:
-        if status == "stopped":
-            result.checkpoint = checkpointer.save(f"model_{it:07d}", it)
-            print(f"stopped at iteration {it + 1}: checkpoint {result.checkpoint.name} written; "
-                  "continue with --resume", flush=True)
+        if status == "stopped" and completed < start:
+            result.checkpoint = checkpointer.last_checkpoint()
+            kept = (f"the last checkpoint is still {result.checkpoint.name}; continue with "
+                    "--resume" if result.checkpoint else "no checkpoint was written")
+            print(f"stopped before iteration {start + 1} finished: nothing new to save; {kept}",
+                  flush=True)
+        elif status == "stopped":
+            name = f"model_{completed:07d}"
+            print(f"stopping: writing checkpoint {name}.pth ...", flush=True)
+            result.checkpoint = checkpointer.save(name, completed)
+            print(f"stopped at iteration {completed + 1}: checkpoint {result.checkpoint.name} "
+                  "written; continue with --resume", flush=True)
         else:
             result.checkpoint = checkpointer.save("model_final", max_iter - 1)
             print(f"finished {max_iter} iterations: {result.checkpoint}", flush=True)
@@ -364,5 +406,5 @@ def set_threads(num_local_processes: int) -> None:
     torch.set_num_threads(max(1, cores // max(1, num_local_processes)))
 
 
-__all__ = ["RunSpec", "RunResult", "TrainingError", "train_worker", "optimizer_step", "STOP_FILE",
+__all__ = ["RunSpec", "RunResult", "TrainingError", "StopRequested", "train_worker", "optimizer_step", "STOP_FILE",
            "METRICS_FILE"]
