@@ -577,9 +577,10 @@ class FineTuneDialog(QDialog):
             raise ValueError("choose the project whose reviewed images to train on")
 
     def _job(self, output: str, data_dir: Path) -> TrainingJob:
+        """The job of the checked form with ``output`` as run folder, its data exported to
+        ``data_dir`` (:meth:`_check_inputs` first)."""
         from cellseg.trainer.project_data import write_project_split
 
-        self._check_inputs()
         config = self.config_edit.text().strip()
         project = self.project_edit.text().strip()
         weights = self.weights_edit.text().strip() or None
@@ -631,6 +632,7 @@ class FineTuneDialog(QDialog):
 
         tmp = tempfile.TemporaryDirectory(prefix="cellseg-estimate-")
         try:
+            self._check_inputs()
             job = self._job("", Path(tmp.name))
         except (ValueError, CellsegError) as exc:
             tmp.cleanup()

@@ -56,7 +56,7 @@ class Estimate:
                 f"~{format_duration(per * iterations)} for {iterations} iterations "
                 "(evaluations come on top)")
         if current != self.settings:
-            text = f"settings changed since this measurement; press Measure again. Was: {text}"
+            text = f"Stale (settings changed): press Measure again. Was {text}"
         return text
 
 
@@ -80,6 +80,8 @@ class EstimateRow(QWidget):
         self.label = QLabel("Not measured yet: Measure times real training iterations of these "
                             "settings on the chosen device.")
         self.label.setWordWrap(True)
+        # room for two lines: a wrapped label in a row is otherwise given one line and clipped
+        self.label.setMinimumHeight(2 * self.label.fontMetrics().lineSpacing() + 6)
         self.button = QPushButton("Measure")
         self.button.setToolTip("Runs a few real training iterations (forward, backward, step) "
                                "of the chosen model on the training data, in the background")

@@ -196,9 +196,9 @@ def test_estimate_before_start(qtbot, window, fixtures_dir, nuclei_dir, tmp_path
     # the iteration count re-multiplies; a cost-relevant setting makes it stale
     dialog.max_iter.setValue(4000)
     assert f"~{format_duration(per * 4000)} for 4000 iterations" in row.label.text()
-    assert "settings changed" not in row.label.text()
+    assert "Stale" not in row.label.text()
     dialog.batch.setValue(2)
-    assert row.label.text().startswith("settings changed since this measurement")
+    assert row.label.text().startswith("Stale (settings changed): press Measure again.")
     dialog.batch.setValue(1)
     assert row.label.text().startswith("about ")
     assert not (tmp_path / "run").exists()  # measuring writes nothing into the run folder
