@@ -13,7 +13,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from cellseg.trainer.estimate import format_duration
@@ -72,7 +72,6 @@ class EstimateRow(QWidget):
     (removed when the measurement ends), and calls :meth:`refresh` when the form changes.
     """
 
-    measured = Signal()  # a measurement finished (successfully or not)
     measure_requested = Signal()
 
     def __init__(self, parent=None):
@@ -158,7 +157,6 @@ class EstimateRow(QWidget):
             last = next((ln for ln in reversed(self.log) if ln.strip()), f"exit code {code}")
             self.estimate = None
             self.label.setText(f"Measurement failed: {last.strip()}")
-        self.measured.emit()
 
     def _error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:

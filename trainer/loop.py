@@ -406,5 +406,5 @@ def set_threads(num_local_processes: int) -> None:
     torch.set_num_threads(max(1, cores // max(1, num_local_processes)))
 
 
-__all__ = ["RunSpec", "RunResult", "TrainingError", "StopRequested", "train_worker", "optimizer_step", "STOP_FILE",
-           "METRICS_FILE"]
+__all__ = ["RunSpec", "RunResult", "TrainingError", "StopRequested", "train_worker",
+           "optimizer_step", "STOP_FILE", "METRICS_FILE"]
