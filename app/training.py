@@ -5,14 +5,20 @@ The dialog exports the project's reviewed images with a reproducible train/valid
 weights and key settings, and runs it as a separate process (the GUI stays responsive and a
 crash of the training cannot take the app down). The live panel polls the run folder's
 ``metrics.json`` for the progress bar and the loss and AP curves (pyqtgraph), shows the tail of
-the log, and Stop writes the run's ``STOP`` file: the trainer saves a checkpoint and exits. At
-the end the panel shows AP before/after on the validation images and offers to load the new
-weights into the window.
+the log. Stop writes the run's ``STOP`` file: the trainer abandons the iteration in progress at
+the next layer, saves the last completed one and exits; if it has not ended after
+``STOP_GRACE_S`` (a trainer stuck outside the model, or still starting) the process is ended
+and the log names the last checkpoint written. Checkpoints are written to a temporary file and
+renamed, so an ended process never leaves a half-written one in their place. At the end the
+panel shows AP before/after on the validation images and offers to load the new weights into
+the window. Before starting, *Measure* times real iterations of the chosen settings
+(``training_estimate``).
 """
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +32,15 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QF
 
 from . import file_dialogs
 from . import training_recipe as recipe
+from .training_estimate import EstimateRow
 
 LOG_LINES = 400
+# Stop: how long the trainer gets to end by itself (it checks between layers, so a second is
+# usual), and how much longer once it says it is writing its checkpoint (a full-size model's
+# is a few GB on a slow disk); then the process is ended.
+STOP_GRACE_S = 10.0
+SAVE_GRACE_S = 120.0
+SAVING_LINE = "stopping: writing checkpoint"
 CURVE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -52,18 +65,22 @@ class TrainingJob:
     extra: list[tuple[str, str]] = field(default_factory=list)
     resume: bool = False  # continue the run in ``output`` from its last checkpoint
 
-    def arguments(self) -> list[str]:
+    def arguments(self, estimate: bool = False) -> list[str]:
+        """The run's arguments, or with ``estimate`` those of ``cellseg train --estimate`` for
+        the same model, data and settings (no run folder, no validation)."""
         args = ["-m", "cellseg.app.cli", "train", "--config", self.config,
                 "--train", self.train_json, "--image-root", self.image_root,
-                "--output", self.output, "--device", self.device,
-                "--log-period", str(self.log_period),
+                "--device", self.device,
                 "--set", "SOLVER.MAX_ITER", str(self.max_iter),
                 "--set", "SOLVER.BASE_LR", repr(float(self.base_lr)),
-                "--set", "SOLVER.IMS_PER_BATCH", str(self.batch),
-                "--set", "SOLVER.CHECKPOINT_PERIOD", str(self.checkpoint_period),
-                "--set", "TEST.EVAL_PERIOD", str(self.eval_period if self.val_json else 0)]
+                "--set", "SOLVER.IMS_PER_BATCH", str(self.batch)]
         if self.weights:
             args += ["--weights", self.weights]
+        if estimate:
+            return args + [x for k, v in self.extra for x in ("--set", k, v)] + ["--estimate"]
+        args += ["--output", self.output, "--log-period", str(self.log_period),
+                 "--set", "SOLVER.CHECKPOINT_PERIOD", str(self.checkpoint_period),
+                 "--set", "TEST.EVAL_PERIOD", str(self.eval_period if self.val_json else 0)]
         if self.val_json:
             args += ["--val", self.val_json, "--eval-initial"]
         for key, value in self.extra:
@@ -172,6 +189,7 @@ class TrainingPanel(QWidget):
 
     metrics_updated = Signal(int)  # rows read so far
     load_requested = Signal(str, str)  # config, weights
+    settings_requested = Signal(bool)  # back to the form; True: a checkpoint to resume from
     done = Signal(int)
 
     def __init__(self, parent=None, poll_ms: int = 1000):
@@ -183,6 +201,13 @@ class TrainingPanel(QWidget):
         self.reader: MetricsReader | None = None
         self.exit_code: int | None = None
         self.weights: Path | None = None
+        self.stop_grace_s = STOP_GRACE_S
+        self.stopping = False
+        self.saving = False  # the trainer said it is writing its stop checkpoint
+        self.ended = False  # the process was ended after the grace period
+        self.grace = QTimer(self)
+        self.grace.setSingleShot(True)
+        self.grace.timeout.connect(self._grace_over)
 
         self.status = QLabel("not started")
         self.progress = QProgressBar()
@@ -205,6 +230,12 @@ class TrainingPanel(QWidget):
         self.load_button = QPushButton("Load the new weights")
         self.load_button.setEnabled(False)
         self.load_button.clicked.connect(self._load)
+        self.back_button = QPushButton("Back to the settings")
+        self.back_button.setToolTip("Change settings, Resume this run or start another")
+        self.back_button.setEnabled(False)
+        self.back_button.clicked.connect(
+            lambda: self.settings_requested.emit(self.weights is not None
+                                                 and self.weights.name != "model_final.pth"))
         self.ap_table = QTableWidget(0, 3)
         self.ap_table.setHorizontalHeaderLabels(["metric", "before", "after"])
         self.ap_table.setVisible(False)
@@ -214,6 +245,7 @@ class TrainingPanel(QWidget):
         plots.addWidget(self.ap_plot)
         buttons = QHBoxLayout()
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.back_button)
         buttons.addStretch(1)
         buttons.addWidget(self.load_button)
         lay = QVBoxLayout(self)
@@ -235,15 +267,38 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, job.max_iter)
         self.progress.setValue(0)
         self.status.setText(f"training: {job.output}")
+        self.stopping = self.saving = self.ended = False
         self.stop_button.setEnabled(True)
         self.load_button.setEnabled(False)
+        self.back_button.setEnabled(False)
+        self.ap_table.setVisible(False)
         self.runner.start(job)
         self.timer.start()
 
     def stop(self) -> None:
-        self.runner.request_stop()
-        self.status.setText("stopping: the trainer saves a checkpoint after this iteration...")
+        """Ask the trainer to stop now; end the process if it has not after the grace period."""
+        if not self.runner.running() or self.stopping:
+            return
+        self.stopping = True
         self.stop_button.setEnabled(False)
+        self.status.setText("stopping...")
+        self._append_log(f"stop requested: the trainer abandons the iteration in progress and "
+                         f"saves the last completed one (ended after {self.stop_grace_s:.0f} s "
+                         "if it has not stopped by then)")
+        self.runner.request_stop()
+        self.grace.start(int(self.stop_grace_s * 1000))
+
+    def _grace_over(self) -> None:
+        if not self.runner.running():
+            return
+        if self.saving:  # cutting the write short would only cost the new checkpoint
+            self.saving = False
+            self.status.setText("stopping... (writing the checkpoint)")
+            self.grace.start(int(SAVE_GRACE_S * 1000))
+            return
+        self.ended = True
+        self._append_log(f"the trainer did not stop within {self.stop_grace_s:.0f} s: ending it")
+        self.runner.process.kill()
 
     # ------------------------------------------------------------------ updates
     def poll(self) -> None:
@@ -282,21 +337,27 @@ class TrainingPanel(QWidget):
         for line in text.replace("\r", "\n").splitlines():
             if line.strip():
                 self.log.appendPlainText(line)
+                if line.startswith(SAVING_LINE):
+                    self.saving = True
 
     def _finished(self, code: int) -> None:
         self.timer.stop()
+        self.grace.stop()
         self.poll()
         self.exit_code = code
         self.stop_button.setEnabled(False)
+        self.back_button.setEnabled(True)
         out = Path(self.job.output)
         final = out / "model_final.pth"
         last = out / "last_checkpoint"
         self.weights = None
-        if final.is_file():
+        if final.is_file() and not self.stopping:
             self.weights = final
         elif last.is_file() and (out / last.read_text().strip()).is_file():
             self.weights = out / last.read_text().strip()
-        if code == 0 and self.weights is not None:
+        if self.stopping:
+            self._stopped()
+        elif code == 0 and self.weights is not None:
             self.status.setText(f"finished: {self.weights.name}. Load the new weights into "
                                 "the app?")
             self.load_button.setEnabled(True)
@@ -304,6 +365,22 @@ class TrainingPanel(QWidget):
         else:
             self.status.setText(f"training ended with code {code}: see the log below")
         self.done.emit(code)
+
+    def _stopped(self) -> None:
+        how = (f"ended after {self.stop_grace_s:.0f} s" if self.ended else "the trainer stopped")
+        if self.weights is None:
+            kept = ("no checkpoint had been written yet: nothing to resume; Start begins the run "
+                    "again")
+        elif self.weights.name == "model_final.pth":
+            kept = "the run had already finished: model_final.pth"
+            self.load_button.setEnabled(True)
+        else:
+            it = checkpoint_iteration(self.weights)
+            kept = (f"kept {self.weights.name}" + (f" (iteration {it})" if it else "") +
+                    "; Back to the settings, tick Resume and Start to continue from it")
+            self.load_button.setEnabled(True)
+        self.status.setText(f"stopped ({how}): {kept}")
+        self._append_log(f"stopped ({how}): {kept}")
 
     def _show_ap(self, folder: Path) -> None:
         def read(name):
@@ -330,6 +407,12 @@ class TrainingPanel(QWidget):
                                      str(self.weights))
 
 
+def checkpoint_iteration(checkpoint: Path) -> int | None:
+    """The 1-based iteration a ``model_NNNNNNN.pth`` holds, from its name (no loading)."""
+    digits = checkpoint.stem.removeprefix("model_")
+    return int(digits) + 1 if digits.isdigit() else None
+
+
 def _fmt(v) -> str:
     return "-" if v is None or v != v else f"{v:.2f}"
 
@@ -347,6 +430,7 @@ class FineTuneDialog(QDialog):
         self.form_page = QWidget()
         self.panel = TrainingPanel(self, poll_ms)
         self.panel.load_requested.connect(self._load_weights)
+        self.panel.settings_requested.connect(self._back_to_settings)
         self.stack.addWidget(self.form_page)
         self.stack.addWidget(self.panel)
         self.error = QLabel()
@@ -454,11 +538,19 @@ class FineTuneDialog(QDialog):
         self.warning = QLabel()
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #8a5a00")
+        self.estimate = EstimateRow()
+        self.estimate.measure_requested.connect(self.measure)
+        # a new iteration count re-multiplies; a cost-relevant setting makes the estimate stale
+        for w in (self.config_edit, self.weights_edit, self.project_edit, self.extra):
+            w.textChanged.connect(self._refresh_estimate)
+        for w in (self.max_iter, self.batch, self.val_fraction, self.split_seed):
+            w.valueChanged.connect(self._refresh_estimate)
+        self.device.currentTextChanged.connect(self._refresh_estimate)
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start)
         lay = QVBoxLayout(self.form_page)
-        for w in (model, data, settings, out, self.warning, self.error):
+        for w in (model, data, settings, out, self.estimate, self.warning, self.error):
             lay.addWidget(w)
         lay.addStretch(1)
         lay.addWidget(self.start_button)
@@ -466,20 +558,32 @@ class FineTuneDialog(QDialog):
     # ------------------------------------------------------------------ actions
     def job(self) -> TrainingJob:
         """Validate the form, export the split; raises ValueError / CellsegError."""
-        from cellseg.trainer.project_data import write_project_split
-
-        config = self.config_edit.text().strip()
         output = self.output_edit.text().strip()
-        project = self.project_edit.text().strip()
-        weights = self.weights_edit.text().strip() or None
+        self._check_inputs()
+        if not output:
+            raise ValueError("choose a run folder for the output")
+        job = self._job(output, Path(output) / "data")
+        recipe.remember_folder(self.window, output)
+        return job
+
+    def _check_inputs(self) -> None:
+        config = self.config_edit.text().strip()
+        weights = self.weights_edit.text().strip()
         if not config or not Path(config).is_file():
             raise ValueError(f"model config not found: {config or '(empty)'}")
         if weights and not Path(weights).is_file():
             raise ValueError(f"starting weights not found: {weights}")
-        if not project:
+        if not self.project_edit.text().strip():
             raise ValueError("choose the project whose reviewed images to train on")
-        if not output:
-            raise ValueError("choose a run folder for the output")
+
+    def _job(self, output: str, data_dir: Path) -> TrainingJob:
+        """The job of the checked form with ``output`` as run folder, its data exported to
+        ``data_dir`` (:meth:`_check_inputs` first)."""
+        from cellseg.trainer.project_data import write_project_split
+
+        config = self.config_edit.text().strip()
+        project = self.project_edit.text().strip()
+        weights = self.weights_edit.text().strip() or None
         extra = parse_extra(self.extra.text())
         warmup = recipe.fitted_warmup(config, self.max_iter.value(), extra)
         self.warning.setText("" if warmup is None else
@@ -488,9 +592,8 @@ class FineTuneDialog(QDialog):
                              f"would stay near zero): shortened to {warmup[1]}.")
         if warmup is not None:
             extra = extra + [("SOLVER.WARMUP_ITERS", str(warmup[1]))]
-        recipe.remember_folder(self.window, output)
-        self.split = write_project_split(project, Path(output) / "data",
-                                         self.val_fraction.value(), self.split_seed.value())
+        self.split = write_project_split(project, data_dir, self.val_fraction.value(),
+                                         self.split_seed.value())
         return TrainingJob(
             config=config, output=output, train_json=str(self.split.train_json),
             val_json=str(self.split.val_json) if self.split.val_json else None,
@@ -510,9 +613,41 @@ class FineTuneDialog(QDialog):
             self.error.setText(str(exc))
             return False
         self.error.setText("")
+        self.estimate.cancel()  # the run needs the cores the measurement would take
         self.stack.setCurrentWidget(self.panel)
         self.panel.start(job)
         return True
+
+    def cost_settings(self) -> tuple:
+        """What the time of one iteration depends on (the iteration count only multiplies)."""
+        return (self.config_edit.text().strip(), self.weights_edit.text().strip(),
+                self.project_edit.text().strip(), self.val_fraction.value(),
+                self.split_seed.value(), self.batch.value(), self.device.currentText(),
+                self.extra.text().split())
+
+    def measure(self) -> bool:
+        """Start timing real iterations of the form's settings (in a separate process, on the
+        training images exported to a temporary folder); False if the form is incomplete."""
+        from cellseg.core.errors import CellsegError
+
+        tmp = tempfile.TemporaryDirectory(prefix="cellseg-estimate-")
+        try:
+            self._check_inputs()
+            job = self._job("", Path(tmp.name))
+        except (ValueError, CellsegError) as exc:
+            tmp.cleanup()
+            self.estimate.error(str(exc))
+            return False
+        self.estimate.start(job.arguments(estimate=True), self.cost_settings(), tmp)
+        self._refresh_estimate()
+        return True
+
+    def _refresh_estimate(self, *_) -> None:
+        self.estimate.refresh(self.max_iter.value(), self.cost_settings())
+
+    def _back_to_settings(self, resumable: bool) -> None:
+        self.resume.setChecked(resumable)
+        self.stack.setCurrentWidget(self.form_page)
 
     def _load_weights(self, config: str, weights: str) -> None:
         if self.window is not None and hasattr(self.window, "set_model"):
@@ -520,9 +655,15 @@ class FineTuneDialog(QDialog):
             self.panel.status.setText(f"loaded {weights} into the app")
 
     def closeEvent(self, event) -> None:
-        if self.panel.runner.running():
-            self.panel.stop()  # never leave an orphan training behind
-            self.panel.runner.process.waitForFinished(60000)
+        self.estimate.cancel()
+        process = self.panel.runner.process
+        if self.panel.runner.running():  # never leave an orphan training behind
+            self.panel.stop()
+            if not process.waitForFinished(int(self.panel.stop_grace_s * 1000)):
+                if self.panel.saving:
+                    process.waitForFinished(int(SAVE_GRACE_S * 1000))
+                process.kill()
+                process.waitForFinished(5000)
         super().closeEvent(event)
 
 

@@ -220,3 +220,28 @@ def test_one_gpu_nccl_run_through_launch(tiles, tmp_path):
     assert all(np.isfinite(r["total_loss"]) for r in rows)
     assert (out / "model_final.pth").is_file()
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+
+
+def test_estimate_on_cuda_agrees_with_training(tiles, tmp_path, capsys):
+    """``--estimate`` on the GPU (CUDA synchronised) against the iteration times the same
+    settings then take in a real run."""
+    import statistics
+
+    from cellseg.core.cli import main
+
+    from .test_trainer_run import FAST
+
+    folder = FIXTURES / "mask_rcnn"
+    common = ["train", "--config", str(folder / "config.yaml"), "--weights",
+              str(folder / "model_final.pth"), "--train", str(tiles["train"]), "--device",
+              "cuda", *FAST, "--set", "SOLVER.MAX_ITER", "30"]
+    assert main(common + ["--estimate"]) == 0
+    printed = capsys.readouterr().out
+    line = next(ln for ln in printed.splitlines() if ln.startswith("per iteration: "))
+    assert " s on cuda -> 30 iterations" in line
+    per = float(line.split()[2])
+    out = tmp_path / "run"
+    assert main(common + ["--output", str(out), "--log-period", "1"]) == 0
+    capsys.readouterr()
+    real = statistics.median(r["time"] for r in _loss_rows(out)[5:])  # after start-up
+    assert 1 / 3 < per / real < 3, (per, real)

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -394,3 +395,43 @@ def test_two_processes_average_gradients_like_one_process(capsys, tmp_path, nucl
     rank1 = list(itertools.islice(training_sampler(2, 0, 1, 2), 4))
     assert rank0 == single[0::2] and rank1 == single[1::2]
     assert all(x != y for x, y in zip(rank0, rank1))
+
+
+def test_estimate_times_real_iterations_and_writes_nothing(capsys, tiles, tmp_path):
+    from cellseg.trainer.estimate import format_duration
+
+    before = sorted(p.name for p in Path(tiles["dir"]).rglob("*"))
+    rc = cli_main(["train", "--config", str(FIXTURES / "mask_rcnn" / "config.yaml"),
+                   "--weights", str(FIXTURES / "mask_rcnn" / "model_final.pth"),
+                   "--train", str(tiles["train"]), "--device", "cpu", *FAST,
+                   "--set", "SOLVER.MAX_ITER", "300", "--estimate"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    times = [float(line.split(": ")[1].split(" s")[0]) for line in out.splitlines()
+             if line.startswith("timed iteration")]
+    assert 2 <= len(times) <= 5 and all(0 < t < 600 for t in times)
+    # the first iteration pays start-up costs: the median of the others counts
+    line = next(ln for ln in out.splitlines() if ln.startswith("per iteration: "))
+    per = float(line.split()[2])
+    assert per == pytest.approx(statistics.median(times[1:]), abs=1e-3)
+    assert line == (f"per iteration: {per:.3f} s on cpu -> 300 iterations: about "
+                    f"{format_duration(per * 300)} (evaluations not included)")
+    assert "short edge 128 px" in out
+    assert sorted(p.name for p in Path(tiles["dir"]).rglob("*")) == before
+
+
+def test_mean_area_short_edge():
+    from cellseg.trainer.augment import AugmentSettings
+    from cellseg.trainer.estimate import mean_area_short_edge
+
+    # the cell recipe: sqrt((400^2 + 600^2 + 800^2 + 1000^2) / 4) = 734.8
+    assert mean_area_short_edge(AugmentSettings((400, 600, 800, 1000), 1333)) == 735
+    assert mean_area_short_edge(AugmentSettings((512,), 1333)) == 512
+    assert mean_area_short_edge(AugmentSettings((100, 102), 1333, "range")) == 101
+
+
+def test_format_duration():
+    from cellseg.trainer.estimate import format_duration
+
+    assert [format_duration(s) for s in (0.4, 45, 600, 3 * 3600 + 20 * 60, 2 * 86400 + 7 * 3600)
+            ] == ["0 s", "45 s", "10 min", "3 h 20 min", "2 d 7 h"]

@@ -10,7 +10,7 @@ sampling), ``solver`` (SGD, warm-up multi-step / cosine LR, gradient clipping), 
 Trainer: one iteration per ``run_step``, hooks around it), ``hooks`` (stop requests, NaN/inf
 check, metrics, checkpoints, evaluation, plots), ``worker`` (one rank's run: builds the Trainer
 and its hooks), ``distributed`` (multi-process launch), ``setup`` (run preparation and the cell
-defaults), ``project_data`` (a project's reviewed images as train/val COCO files), ``plots`` (PNG
+defaults), ``estimate`` (timed iterations before a run), ``project_data`` (a project's reviewed images as train/val COCO files), ``plots`` (PNG
 curves), ``loss_check`` (``--loss-check``: the losses of a fixed first batch, for comparison with
 Detectron2) and ``cli``.
 """

@@ -37,6 +37,13 @@ torch.Generator().manual_seed(0), the same for every ROI. OUT.json gets {"losses
 value}, "image_ids": [...], "sampling": {the settings used}, ...}: run upstream Detectron2 with
 the same settings to hold this trainer against your own build
 (tests/fixtures/training/make_reference.py does exactly that).
+
+Estimate: --estimate trains and writes nothing. It builds the run's model, starting weights,
+optimizer and data loader (same settings as training) and times real iterations (next batch,
+forward, backward, SGD step) on --device with the run's thread count: at least 2, the first
+paying one-time start-up costs; the short edge is fixed to the size with INPUT.MIN_SIZE_TRAIN's
+mean pixel count. It prints each iteration's time, then the seconds per iteration (median after
+the first) and the time SOLVER.MAX_ITER iterations take (evaluations not included).
 """
 
 
@@ -54,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train nothing: write the loss dict of the first batch of --train "
                              "(file order, fixed resize, no augmentation, deterministic "
                              "sampling; see below) to OUT.json")
+    parser.add_argument("--estimate", action="store_true",
+                        help="train nothing: time real iterations of this run's settings and "
+                             "print the time per iteration and for SOLVER.MAX_ITER (see below)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's last checkpoint (model, optimizer, "
                              "scheduler, iteration)")
@@ -117,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     device, procs, backend = resolve_processes(args)
     if args.loss_check:
         return loss_check(args, device)
+    if args.estimate:
+        return estimate(args, device)
     if not args.output:
         raise CellsegError("--output DIR (the run folder) is required")
     world = procs * args.num_machines
@@ -167,4 +179,47 @@ def loss_check(args: argparse.Namespace, device: str) -> int:
     for name, value in result["losses"].items():
         print(f"  {name:<24} {value:.8g}", flush=True)
     print(f"written to {Path(args.loss_check).resolve()}", flush=True)
+    return 0
+
+
+def estimate(args: argparse.Namespace, device: str) -> int:
+    """``--estimate``: time real training iterations, print the run's duration (see DESCRIPTION)."""
+    import tempfile
+
+    import torch
+
+    from cellseg.core.errors import ConfigError
+
+    from .data import load_source
+    from .estimate import format_duration, time_iterations
+    from .worker import set_threads
+    from .setup import build_config, fit_classes_to_data
+
+    if not args.config:
+        raise ConfigError("--estimate needs --config")
+    overrides = [tuple(o) for o in args.overrides]
+    cfg = build_config(args.config, overrides, args.defaults)
+    messages: list[str] = []
+    if device == "cpu":
+        set_threads(1)  # as the run itself: one process, all cores
+    with tempfile.TemporaryDirectory(prefix="cellseg-estimate-") as work:
+        source = load_source(args.train, work, "train", args.image_root)
+        fit_classes_to_data(cfg, source, overrides, messages)
+        cfg.MODEL.DEVICE = device
+        for line in messages:
+            print(line, flush=True)
+        print(f"timing {cfg.MODEL.ROI_HEADS.NAME} on {device}: batch {cfg.SOLVER.IMS_PER_BATCH}"
+              f", {torch.get_num_threads()} thread(s)", flush=True)
+
+        def show(i: int, seconds: float) -> None:
+            note = " (includes one-time start-up costs)" if i == 1 else ""
+            print(f"timed iteration {i}: {seconds:.3f} s{note}", flush=True)
+
+        result = time_iterations(cfg, source, args.weights, device, on_iteration=show)
+    n = int(cfg.SOLVER.MAX_ITER)
+    print(f"short edge {result.short_edge} px (the mean pixel count of INPUT.MIN_SIZE_TRAIN)",
+          flush=True)
+    print(f"per iteration: {result.seconds_per_iteration:.3f} s on {result.device} -> "
+          f"{n} iterations: about {format_duration(result.total_seconds(n))} "
+          "(evaluations not included)", flush=True)
     return 0

@@ -1,7 +1,8 @@
 """What a training run does around its iterations, one :class:`HookBase` per concern.
 
 * :class:`StopRequest` -- a file named ``STOP`` in the run folder, SIGTERM or SIGINT stops
-  every rank at the end of the current iteration (the checkpointer then writes a checkpoint);
+  every rank at the end of the current iteration, a single process at the next layer (the
+  checkpointer then writes the last completed iteration's checkpoint);
 * :class:`LossCheck` -- a NaN or infinite loss ends the run with a message, before the weights
   change;
 * :class:`MetricsLogger` -- ``metrics.json`` (one JSON object per line) and the console line;
@@ -23,6 +24,7 @@ import signal
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -30,7 +32,7 @@ import torch
 from .checkpointing import RunCheckpointer
 from .data import DataSource
 from .evaluation import evaluate_model, flatten, format_table
-from .loop import HookBase, TrainingError
+from .loop import HookBase, StopRequested, TrainingError
 
 STOP_FILE = "STOP"
 METRICS_FILE = "metrics.json"
@@ -45,9 +47,32 @@ class StopRequest(HookBase):
         self.rank = rank
         self.signalled = False
         self._old: dict = {}
+        self._aborts: list = []
 
     def before_train(self) -> None:
         self.trainer.stop_requested = self.requested
+        self._aborts = [] if self.trainer.distributed else self._abort_hooks(self.trainer.model)
+
+    def _abort_hooks(self, model: torch.nn.Module) -> list:
+        """Hooks raising :class:`StopRequested` at the next module call (forward) or parameter
+        gradient (backward) once a stop is requested; the SGD step itself is never cut, so the
+        model and optimizer stay those of the last completed iteration. The file is looked at
+        at most every 0.1 s. Single process only: the ranks of a distributed run must agree to
+        stop at the same point (the loss all-reduce carries the request)."""
+        last = [0.0]  # when the file was last looked at
+
+        def check(*_):
+            if self.signalled:
+                raise StopRequested
+            now = time.monotonic()
+            if now - last[0] > 0.1:
+                last[0] = now
+                if self.file.exists():
+                    raise StopRequested
+
+        handles = [torch.nn.modules.module.register_module_forward_pre_hook(check)]
+        handles += [p.register_hook(check) for p in model.parameters() if p.requires_grad]
+        return handles
 
     def before_step(self) -> None:
         # installed at the first step, not before: a Ctrl+C during the initial evaluation
@@ -57,6 +82,9 @@ class StopRequest(HookBase):
                 self._old[sig] = signal.signal(sig, self._handler)
 
     def after_train(self) -> None:
+        for handle in self._aborts:
+            handle.remove()
+        self._aborts = []
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
@@ -166,10 +194,18 @@ class Checkpointer(HookBase):
 
     def after_train(self) -> None:
         t = self.trainer
-        if t.status == "stopped":
-            t.checkpoint = self.checkpointer.save(f"model_{t.iter:07d}", t.iter)
-            print(f"stopped at iteration {t.iter + 1}: checkpoint {t.checkpoint.name} written; "
-                  "continue with --resume", flush=True)
+        if t.status == "stopped" and t.completed < t.start_iter:
+            t.checkpoint = self.checkpointer.last_checkpoint()
+            kept = (f"the last checkpoint is still {t.checkpoint.name}; continue with --resume"
+                    if t.checkpoint else "no checkpoint was written")
+            print(f"stopped before iteration {t.start_iter + 1} finished: nothing new to save; "
+                  f"{kept}", flush=True)
+        elif t.status == "stopped":
+            name = f"model_{t.completed:07d}"
+            print(f"stopping: writing checkpoint {name}.pth ...", flush=True)
+            t.checkpoint = self.checkpointer.save(name, t.completed)
+            print(f"stopped at iteration {t.completed + 1}: checkpoint {t.checkpoint.name} "
+                  "written; continue with --resume", flush=True)
         elif t.status == "finished":
             t.checkpoint = self.checkpointer.save("model_final", t.max_iter - 1)
             print(f"finished {t.max_iter} iterations: {t.checkpoint}", flush=True)

@@ -13,6 +13,11 @@ hooks, in list order, like this::
         if trainer.stopping: break
     hook.after_train()           # also after an exception; trainer.status is None then
 
+A stop request ends the loop after the iteration it arrived in, on every rank. A single process
+does not wait that long (an iteration takes a minute or more on a CPU): the stop hook makes the
+next layer of the forward or backward pass (or of an evaluation) raise :class:`StopRequested`,
+before the SGD step, so ``completed`` and the checkpoint are the last completed iteration.
+
 One step follows Detectron2's SimpleTrainer/AMPTrainer: next batch (this rank's shard), loss
 dict from ``forward_train``, the rank-averaged loss values, backward (scaled under mixed
 precision; DDP averages the gradients), optional gradient clipping, SGD step, LR schedule step.
@@ -31,6 +36,10 @@ from cellseg.core.errors import CellsegError
 
 class TrainingError(CellsegError):
     """Training cannot go on (diverged, nothing to train, ...)."""
+
+
+class StopRequested(Exception):
+    """A stop request arrived during a forward/backward pass (single-process runs)."""
 
 
 class HookBase:
@@ -83,7 +92,7 @@ class Trainer:
         amp: autocast the forward and scale the loss (CUDA only).
 
     State the hooks read: ``iter`` (the current or last iteration; ``start_iter - 1`` before
-    the first), ``losses`` (name -> rank-averaged value of the last step), ``data_time`` and
+    the first), ``completed`` (the last iteration whose update ran), ``losses`` (name -> rank-averaged value of the last step), ``data_time`` and
     ``iter_time`` (seconds), ``stopping`` (some rank asked to stop during this step),
     ``status`` (None until the loop ends: "finished" or "stopped"), ``checkpoint`` (the last
     checkpoint this rank wrote) and ``final_eval``.
@@ -105,7 +114,7 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device, self.distributed, self.world, self.amp = device, distributed, world, amp
         self.start_iter, self.max_iter = start_iter, max_iter
-        self.iter = start_iter - 1
+        self.iter = self.completed = start_iter - 1
         self.losses: dict[str, float] = {}
         self.data_time = self.iter_time = 0.0
         self.stopping = False
@@ -130,6 +139,8 @@ class Trainer:
                 if self.stopping:
                     break
             self.status = "stopped" if self.stopping else "finished"
+        except StopRequested:
+            self.stopping, self.status = True, "stopped"
         finally:
             self._call("after_train")
 
@@ -158,6 +169,7 @@ class Trainer:
         backward(losses, self.optimizer, self.scaler)
         self._call("after_backward")
         update(self.optimizer, self.scheduler, self.scaler, self.clip, self.params)
+        self.completed = self.iter
         self.iter_time = time.perf_counter() - t0
 
     def _call(self, stage: str) -> None:

@@ -104,7 +104,8 @@ def train_worker(rank: int, world: int, local_rank: int, cfg, spec: RunSpec) -> 
     trainer.train()
     if distributed:
         torch.distributed.barrier()
-    return RunResult(trainer.status, start, trainer.iter, trainer.checkpoint, trainer.final_eval)
+    return RunResult(trainer.status, start, trainer.completed, trainer.checkpoint,
+                     trainer.final_eval)
 
 
 def _log(rank: int, text: str) -> None:
