@@ -55,14 +55,14 @@ def test_demo_data_trains_on_the_left_half_only(demo_data, nuclei_dir):
     assert truth.masks.areas().sum() == (labels[:, 256:] > 0).sum()
 
 
-def test_narrowed_cascade_loads_and_fits_the_size_budget(tmp_path, fixtures_dir):
+def test_cascade_start_narrows_the_heads_and_fits_the_size_budget(tmp_path, fixtures_dir):
     from cellseg.core.config import load_config
     from cellseg.core.engine.checkpoint import load_weights
     from cellseg.core.engine.meta_arch import build_model
 
     src = fixtures_dir / "cascade_gn_dconv" / "model_final.pth"
     dst = tmp_path / "narrow.pth"
-    assert _script("narrow_box_head").main([str(src), str(dst), "--fc-dim", "128"]) == 0
+    assert _script("cascade_start").main([str(src), str(dst), "--fc-dim", "128"]) == 0
     state = torch.load(dst, weights_only=True)["model"]
     original = torch.load(src, weights_only=True)["model"]
     for s in range(3):
@@ -81,6 +81,35 @@ def test_narrowed_cascade_loads_and_fits_the_size_budget(tmp_path, fixtures_dir)
     n = sum(p.numel() for p in model.state_dict().values() if p.is_floating_point())
     assert 2 * n < 10 * 2**20 < 2 * sum(v.numel() for v in original.values()
                                         if v.is_floating_point())
+
+
+def test_cascade_start_takes_the_backbone_of_another_model(tmp_path, fixtures_dir):
+    from cellseg.core.config import load_config
+    from cellseg.core.engine.checkpoint import load_weights
+    from cellseg.core.engine.meta_arch import build_model
+
+    src = fixtures_dir / "cascade_gn_dconv" / "model_final.pth"
+    donor_path = fixtures_dir / "pointrend" / "model_final.pth"
+    dst = tmp_path / "start.pth"
+    assert _script("cascade_start").main([str(src), str(dst), "--backbone-from",
+                                          str(donor_path)]) == 0
+    state = torch.load(dst, weights_only=True)["model"]
+    donor = torch.load(donor_path, weights_only=True)["model"]
+    cascade = torch.load(src, weights_only=True)["model"]
+    offsets = [k for k in state if ".conv2_offset." in k]
+    assert len(offsets) == 26 and all(not state[k].any() for k in offsets)
+    for k in ("backbone.bottom_up.res4.0.conv2.weight", "backbone.fpn_output2.weight",
+              "proposal_generator.rpn_head.conv.weight"):
+        assert torch.equal(state[k], donor[k]) and not torch.equal(state[k], cascade[k])
+    assert torch.equal(state["roi_heads.mask_head.mask_fcn3.weight"],
+                       cascade["roi_heads.mask_head.mask_fcn3.weight"])
+    cfg = load_config(fixtures_dir / "cascade_gn_dconv" / "config.yaml",
+                      ["MODEL.ROI_BOX_HEAD.FC_DIM", "128"])
+    load_weights(build_model(cfg), dst)
+    # a donor without the cascade's layout is refused by name
+    with pytest.raises(SystemExit, match="no tensor backbone"):
+        _script("cascade_start").main([str(src), str(tmp_path / "x.pth"), "--backbone-from",
+                                       str(fixtures_dir / "mask_rcnn" / "model_final.pth")])
 
 
 def test_held_out_matching_counts_a_nucleus_once():
