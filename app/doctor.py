@@ -17,7 +17,7 @@ HELP = "print versions, devices, settings and whether the configured models load
 DESCRIPTION = """\
 Print what a bug report needs: the versions of Python, cellseg-gui, PyTorch, torchvision,
 PySide6/Qt and CUDA; the devices PyTorch finds; where the app keeps its settings; and, for each
-model configured in the app (and the bundled demo model, and any --model given here), whether it
+model configured in the app (and the bundled demo models, and any --model given here), whether it
 loads. Loading builds the model and reads its checkpoint on --device (default cpu); no image is
 run. Exit status 0 when everything that was checked is fine, 1 otherwise."""
 
@@ -215,9 +215,9 @@ def collect(ini: str | None = None, extra_models=(), device: str = "cpu",
         from cellseg.resources import sample
 
         demo = sample()
-        if demo.has_model:
-            configured.append(("demo (bundled)", str(demo.config), str(demo.weights)))
-        else:
+        for m in demo.models:
+            configured.append((f"demo {m.slot} (bundled)", str(m.config), str(m.weights)))
+        if not demo.has_model:
             report.settings["sample"] = f"{demo.image} (no demo model in this build)"
     except Exception as exc:  # noqa: BLE001
         report.settings["sample"] = f"missing ({exc})"

@@ -31,7 +31,8 @@ CONFIG_NAMES = ("config.yaml",)
 GUIDANCE = """\
 <p><b>No model yet.</b> To see cells segmented:</p>
 <ul style="margin-left:-20px">
-<li><b>File &gt; Open sample</b>: a nuclei image with a small demo model.</li>
+<li><b>File &gt; Open sample</b>: a nuclei image with two small demo models (Cascade and
+PointRend, shown as their ensemble).</li>
 <li>Your own <b>Detectron2</b> model: its <code>config.yaml</code> and checkpoint
 (<code>model_final.pth</code>, or a model-zoo <code>.pkl</code>) in the Config and Weights fields
 below, or <b>Model &gt; Set Cascade model…</b>, or <b>drag both files onto the window</b> (one is

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="project (.cellseg), folder of images, image file, "
                    "COCO .json, or research folder (<sample>/image.tif + classN.tif)")
     p.add_argument("--sample", action="store_true", help="open the bundled sample nuclei image "
-                   "with its demo model (File > Open sample)")
+                   "with its demo models, Cascade and PointRend, shown as their WBF ensemble (File > "
+                   "Open sample)")
     p.add_argument("--config", help="Cascade Mask R-CNN Detectron2 config.yaml")
     p.add_argument("--weights", help="Cascade Mask R-CNN checkpoint (.pth/.pkl)")
     p.add_argument("--pointrend-config", help="PointRend Detectron2 config.yaml")
@@ -127,7 +128,7 @@ def configure(window, args):
     if args.device:
         window.models_panel.set_device(args.device)
         window.set_device(args.device)
-    if args.sample:  # first, so that --config/--weights given with it replace the demo model
+    if args.sample:  # first, so that --config/--weights given with it replace a demo model
         from .sample import open_sample
 
         open_sample(window)

@@ -1,9 +1,10 @@
-"""File > Open sample (and ``cellseg-gui --sample``): the bundled nuclei image with its demo model.
+"""File > Open sample (and ``cellseg-gui --sample``): the bundled nuclei image with its demo models.
 
 A newcomer has neither data nor a model; the sample gives both, so the first start ends with
-cells segmented on screen. The demo model is put in the Cascade slot for this session only: the
-model paths the user saved in the settings are left as they were (they come back at the next
-start, or through the Model menu).
+cells segmented on screen, by the two-model review this app is about: the demo Cascade Mask
+R-CNN and PointRend go in their slots and the WBF ensemble of both is shown (with one demo
+model, that model). They are used for this session only: the model paths the user saved in the
+settings are left as they were (they come back at the next start, or through the Model menu).
 """
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ from PySide6.QtGui import QAction
 
 from cellseg.core.errors import CellsegError
 
-SAMPLE_SLOT = "cascade"  # the models-panel slot the demo model goes in
-
-
 def use_model_for_session(window, key: str, config: str | Path, weights: str | Path) -> None:
     """Show and use a model in slot ``key`` without writing it to the user's settings."""
     window.models_panel.set_model_paths(key, str(config), str(weights), emit=False)
@@ -25,7 +23,7 @@ def use_model_for_session(window, key: str, config: str | Path, weights: str | P
 
 
 def open_sample(window, root: str | Path | None = None) -> bool:
-    """Open the sample image and, when the build ships it, predict with the demo model.
+    """Open the sample image and, when the build ships them, predict with the demo models.
 
     ``root``: another folder laid out like ``resources/sample`` (default: the bundled one)."""
     from cellseg.resources import sample
@@ -35,9 +33,11 @@ def open_sample(window, root: str | Path | None = None) -> bool:
     except CellsegError as exc:
         window.show_error(str(exc))
         return False
+    for m in s.models:
+        use_model_for_session(window, m.slot, m.config, m.weights)
     if s.has_model:
-        use_model_for_session(window, SAMPLE_SLOT, s.config, s.weights)
-        window.post_panel.set_model_choice(SAMPLE_SLOT)
+        window.post_panel.set_model_choice(
+            "ensemble" if len(s.models) > 1 else s.models[0].slot)
     if not window.open_path(s.image):
         return False
     window.setWindowTitle("cellseg-gui — sample: nuclei (2018 Data Science Bowl, via StarDist)")
@@ -58,8 +58,9 @@ def install_sample(window) -> QAction:
     import qtawesome as qta
 
     action = QAction(qta.icon("mdi6.microscope", color="#404040"), "Open &sample", window)
-    action.setToolTip("Open a bundled nuclei image with a small demo model: predictions appear "
-                      "without any other file")
+    action.setToolTip("Open a bundled nuclei image with two small demo models (Cascade and "
+                      "PointRend, shown as their ensemble): predictions appear without any "
+                      "other file")
     action.setStatusTip(action.toolTip())
     action.triggered.connect(lambda: open_sample(window))
     file_menu = window.menuBar().actions()[0].menu()

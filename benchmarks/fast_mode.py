@@ -3,7 +3,7 @@
     python benchmarks/fast_mode.py [--device cpu|cuda] [--repeat N] [--tta] [--full-size]
                                    [--models mask_rcnn cascade_gn_dconv pointrend demo]
 
-Per model (the three Detectron2 fixtures and the demo model in resources/sample/), the exact
+Per model (the three Detectron2 fixtures and the demo PointRend in resources/sample/), the exact
 and the fast predictor of the same checkpoint run on the nuclei image, alternately (so machine
 load hits both alike): one warm-up call each, then the median of N timed calls each. Printed:
 
@@ -48,7 +48,7 @@ def load(model: str, precision: str, device: str):
         torch.manual_seed(0)  # the same random weights for both precisions
         return Predictor(cfg, build_model(cfg), resolve_device(device), precision=precision)
     if model == "demo":
-        folder = REPO / "resources" / "sample" / "model"
+        folder = REPO / "resources" / "sample" / "model_pointrend"
     else:
         folder = FIXTURES / model
     return load_predictor(folder / "config.yaml", folder / "model_final.pth", device,

@@ -3,9 +3,9 @@
     .venv/bin/pip install pyinstaller            # the ``packaging`` extra; not a run-time need
     .venv/bin/python packaging/build_bundle.py   # build + checks (--skip-build: checks only)
 
-Checks: the bundle holds the sample image, its licence note and (when the repository has it)
-the demo model, Qt's offscreen and xcb platform plugins (Linux) and qtawesome's icon fonts; the
-bundled ``cellseg-gui --sample --screenshot`` starts offscreen, predicts with the demo model and
+Checks: the bundle holds the sample image, its licence note and (when the repository has them)
+the demo models, Qt's offscreen and xcb platform plugins (Linux) and qtawesome's icon fonts; the
+bundled ``cellseg-gui --sample --screenshot`` starts offscreen, predicts with the demo models and
 saves a screenshot; ``cellseg-gui --cli doctor`` runs. Prints (and writes to
 build/bundle_report.json) the build time, the bundle size and the start-to-screenshot time.
 Exit status 1 when a check fails.
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cellseg.resources import MODEL_FOLDERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,8 +47,9 @@ def check(bundle: Path, timeout: int) -> tuple[list[str], dict]:
         return [f"no executable at {exe}"], figures
     sample = internal / "cellseg" / "resources" / "sample"
     wanted = [sample / "nuclei.tif", sample / "LICENSE.md"]
-    if (REPO / "resources" / "sample" / "model" / "model_final.pth").is_file():
-        wanted += [sample / "model" / "config.yaml", sample / "model" / "model_final.pth"]
+    for _, folder in MODEL_FOLDERS:
+        if (REPO / "resources" / "sample" / folder / "model_final.pth").is_file():
+            wanted += [sample / folder / "config.yaml", sample / folder / "model_final.pth"]
     problems += [f"missing from the bundle: {p.relative_to(bundle)}" for p in wanted
                  if not p.is_file()]
     plugins = {p.name for p in internal.rglob("platforms/*") if p.is_file()}

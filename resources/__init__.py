@@ -1,8 +1,9 @@
-"""Files shipped with the app: the sample nuclei image, its licence note and a demo model.
+"""Files shipped with the app: the sample nuclei image, its licence note and two demo models.
 
 Everything is located relative to this package (``Path(__file__)``), which holds in a source
 checkout, an installed wheel and a PyInstaller bundle alike (``app.spec`` collects this folder
-as ``cellseg/resources``). The demo model is optional: a build without it still opens the
+as ``cellseg/resources``). The demo models (a Cascade Mask R-CNN in ``sample/model_cascade``, a
+PointRend in ``sample/model_pointrend``) are optional: a build without them still opens the
 sample image, and :func:`sample` reports ``has_model`` False.
 """
 from __future__ import annotations
@@ -14,20 +15,30 @@ from cellseg.core.errors import DataError
 
 RESOURCES_DIR = Path(__file__).resolve().parent
 SAMPLE_DIR = RESOURCES_DIR / "sample"
+# models-panel slot -> folder of its demo model under the sample folder
+MODEL_FOLDERS = (("cascade", "model_cascade"), ("pointrend", "model_pointrend"))
+
+
+@dataclass(frozen=True)
+class SampleModel:
+    """One shipped demo model and the models-panel slot it belongs in."""
+
+    slot: str
+    config: Path
+    weights: Path
 
 
 @dataclass(frozen=True)
 class Sample:
-    """The bundled sample: a real 512x512 uint16 nuclei image and (if shipped) its demo model."""
+    """The bundled sample: a real 512x512 uint16 nuclei image and the demo models shipped."""
 
     image: Path
     licence: Path
-    config: Path | None
-    weights: Path | None
+    models: tuple[SampleModel, ...]
 
     @property
     def has_model(self) -> bool:
-        return self.config is not None and self.weights is not None
+        return bool(self.models)
 
 
 def sample(root: Path | None = None) -> Sample:
@@ -37,7 +48,9 @@ def sample(root: Path | None = None) -> Sample:
     for path in (image, licence):
         if not path.is_file():
             raise DataError(f"sample file missing from this installation: {path}")
-    config, weights = root / "model" / "config.yaml", root / "model" / "model_final.pth"
-    if not (config.is_file() and weights.is_file()):
-        config = weights = None
-    return Sample(image, licence, config, weights)
+    models = []
+    for slot, folder in MODEL_FOLDERS:
+        config, weights = root / folder / "config.yaml", root / folder / "model_final.pth"
+        if config.is_file() and weights.is_file():
+            models.append(SampleModel(slot, config, weights))
+    return Sample(image, licence, tuple(models))

@@ -644,7 +644,7 @@ def test_item5_ensemble_of_models_with_different_classes_is_refused_with_a_messa
     # never said the class sets differ; fails without MainWindow._class_sets_differ
     from cellseg.app.sample import open_sample
 
-    open_sample(window)  # the demo model (1 class: nucleus) as the Cascade slot
+    open_sample(window)  # the demo models (1 class: nucleus); the PointRend one is replaced
     window.set_model("pointrend", *fast_pointrend)  # the fixture PointRend: 4 classes
     window.post_panel.set_model_choice("ensemble")
     qtbot.waitUntil(lambda: "predict the same classes" in window.banner.text(), timeout=180_000)
