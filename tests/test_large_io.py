@@ -88,7 +88,7 @@ def test_cli_tiles_an_ome_zarr_like_the_same_tiff(tmp_path, nuclei_dir):
     image = np.tile(tifffile.imread(nuclei_dir / "img2d.tif"), (1, 2))
     tifffile.imwrite(tmp_path / "wide.tif", image, tile=(256, 256), compression="zlib")
     write_ome_zarr(tmp_path / "wide.zarr", image, levels=2)
-    demo = REPO / "resources" / "sample" / "model"
+    demo = REPO / "resources" / "sample" / "model_pointrend"
     outs = []
     for name in ("wide.tif", "wide.zarr"):
         out = tmp_path / f"{name}.json"

@@ -18,7 +18,7 @@ from cellseg.core.tiling import TileSettings, predict_tiled, stitch, tile_window
 
 from .conftest import REPO
 
-DEMO = REPO / "resources" / "sample" / "model"
+DEMO = REPO / "resources" / "sample" / "model_pointrend"
 MOSAIC = (4, 4)
 SETTINGS = TileSettings(tile=512, overlap=64, scale=1.0)
 
@@ -145,13 +145,13 @@ def test_tiled_demo_model_finds_what_it_finds_on_each_copy(demo_run):
         best_iou(shifted(found.masks, 512 * c, 512 * r, (2048, 2048)), tiled.masks)
         for r in range(MOSAIC[0]) for c in range(MOSAIC[1])])
     inner = np.tile(inner, MOSAIC[0] * MOSAIC[1])
-    # the model's own masks of one nucleus differ with what surrounds it in the tile (measured:
-    # the best instance of *any* tile reaches IoU 0.9 for 79% of the nuclei and 98% of those
-    # 100 px inside a copy), so the bound is set on what stitching chooses: inner nuclei as the
-    # untiled model draws them, and nearly every nucleus found again
-    assert (best[inner] >= 0.9).mean() >= 0.95
-    assert (best >= 0.5).mean() >= 0.85
-    assert (best > 0).mean() >= 0.95  # measured 0.966: a few border nuclei join a neighbour
+    # the model's own mask of a nucleus near a copy's border changes with the neighbour copy
+    # beside it in the tile (measured with the PointRend demo model: the best instance of *any*
+    # tile reaches IoU 0.9 for 90.5% of the nuclei, but for all of those 100 px inside a
+    # copy); stitching reached 100% of the inner ones, 87% of all at IoU 0.9, 97.4% at 0.5
+    assert (best[inner] >= 0.9).mean() >= 0.99
+    assert (best >= 0.5).mean() >= 0.95
+    assert (best > 0).mean() >= 0.97
 
 
 @pytest.mark.slow
@@ -205,7 +205,7 @@ def test_cli_tiles_with_a_progress_bar(tmp_path, nuclei_dir):
     assert "wide.tif tiles [" in run.stderr and "3/3" in run.stderr
     records = json.loads(out.read_text())
     single = len([r for r in records])
-    assert 200 <= single <= 260  # two copies of ~114 nuclei at 0.5
+    assert 180 <= single <= 240  # two copies of the ~104 nuclei it finds at 0.5
     bad = subprocess.run(
         [sys.executable, "-m", "cellseg.core.cli", "predict", str(path), "--config",
          str(DEMO / "config.yaml"), "--weights", str(DEMO / "model_final.pth"), "--device", "cpu",
