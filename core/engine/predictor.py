@@ -13,6 +13,7 @@ from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
 from .precision import Precision, apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
+from .progress import ProgressFn, StopFn, monitored
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
 
@@ -77,10 +78,23 @@ class Predictor:
             return min(FEATURE_CACHE_BYTES, free // 4)
         return FEATURE_CACHE_BYTES
 
-    def __call__(self, image: np.ndarray, tta: bool = False) -> Instances:
+    def __call__(self, image: np.ndarray, tta: bool = False, *, progress: ProgressFn | None = None,
+                 stop: StopFn | None = None) -> Instances:
+        """Instances of ``image`` (H, W[, C]) at its own size.
+
+        Args:
+            image: any array ``read_image`` returns.
+            tta: test-time augmentation (TEST.AUG), as Detectron2's GeneralizedRCNNWithTTA.
+            progress: ``progress(stage, done, total)`` after each engine stage and TTA pass
+                (:mod:`.progress` names the stages), on the calling thread.
+            stop: polled at the same points; True ends the prediction there.
+
+        Raises:
+            PredictionCancelled: ``stop()`` returned True (nothing is returned).
+        """
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
         exact_cuda = self.device.type == "cuda" and self.precision.dtype is None
-        with torch.inference_mode(), no_tf32(exact_cuda):
+        with monitored(progress, stop), torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG
                 return inference_with_tta(

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill
+from ..progress import SUBDIVISION, checkpoint
 from ..registry import POINT_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .mask_head import select_class_masks
 
@@ -252,7 +253,8 @@ class PointRendMaskHead(nn.Module):
             return select_class_masks(coarse, classes)
         n = len(classes)
         logits = None
-        for _ in range(self.subdivision_steps + 1):
+        steps = self.subdivision_steps + 1
+        for step in range(steps):
             if logits is None:
                 coords = regular_grid_coords(n, self.init_resolution, coarse.device)
             else:
@@ -269,6 +271,7 @@ class PointRendMaskHead(nn.Module):
                 r, c, h, w = logits.shape
                 idx = idx.unsqueeze(1).expand(-1, c, -1)
                 logits = logits.reshape(r, c, h * w).scatter_(2, idx, pts).view(r, c, h, w)
+            checkpoint(SUBDIVISION, step + 1, steps)
         return select_class_masks(logits, classes)
 
 

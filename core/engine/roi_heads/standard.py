@@ -6,6 +6,7 @@ from torch import nn
 
 from ..layers import ShapeSpec
 from ..poolers import build_pooler
+from ..progress import BOX_HEAD, MASK_HEAD, checkpoint
 from ..registry import ROI_BOX_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .box_head import build_box_predictor
 from .mask_head import select_class_masks
@@ -35,6 +36,7 @@ class MaskBranch:
                                            boxes, classes)
         for d, p in zip(detections, probs.split([len(b) for b in boxes])):
             d["mask_probs"] = p
+        checkpoint(MASK_HEAD)
         return detections
 
 
@@ -76,6 +78,7 @@ class StandardROIHeads(MaskBranch, nn.Module):
     def detect_boxes(self, image_sizes, features, proposals) -> list[dict]:
         boxes = [p["boxes"] for p in proposals]
         predictions = self.box_predictions(features, boxes)
+        checkpoint(BOX_HEAD)
         return self.box_predictor.inference(predictions, boxes, image_sizes)
 
 
