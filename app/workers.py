@@ -201,6 +201,7 @@ class JobQueue(QObject):
 
     def shutdown(self, wait_ms: int = 30000) -> None:
         self._pending.clear()
+        self.stop_running()  # a model run ends at its next stage instead of running out
         self._thread.quit()
         self._thread.wait(wait_ms)
 

@@ -78,7 +78,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
     # Run (Ctrl+Return) runs it again; the Model menu's Cancel stops it as Esc did
     passes.clear()
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    qtbot.waitUntil(lambda: service.models.running_tag == tta_key and passes,
+    qtbot.waitUntil(lambda: service.models.running_tag == tta_key and bool(passes),
                     timeout=MODEL_TIMEOUT)
     assert window.actions["cancel"].isEnabled()
     window.actions["cancel"].trigger()
@@ -89,7 +89,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
     # and the Models panel's Cancel button
     passes.clear()
     window.run_current()
-    qtbot.waitUntil(lambda: service.models.running_tag == tta_key and passes,
+    qtbot.waitUntil(lambda: service.models.running_tag == tta_key and bool(passes),
                     timeout=MODEL_TIMEOUT)
     qtbot.mouseClick(window.models_panel.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not service.busy, timeout=MODEL_TIMEOUT)
