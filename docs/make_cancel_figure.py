@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 
 def wait_for(app, condition, timeout_s: float = 300) -> None:
+    """Run the event loop until ``condition()`` (or exit after ``timeout_s``)."""
     loop = QEventLoop()
     timer = QTimer()
     timer.timeout.connect(lambda: condition() and loop.quit())
@@ -52,7 +53,8 @@ def main(during: str, after: str) -> None:
     window.grab().save(during)
     print(f"{during}: {window.run_label.text()!r}, Cancel enabled "
           f"{window.models_panel.cancel_button.isEnabled()}")
-    window.activateWindow()
+    window.activateWindow()  # shortcuts reach an active window only (Xvfb has no manager)
+    wait_for(app, window.isActiveWindow, timeout_s=5)
     QTest.keyClick(window, Qt.Key.Key_Escape)
     wait_for(app, lambda: not window.service.busy)
     app.processEvents()
