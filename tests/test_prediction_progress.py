@@ -59,26 +59,31 @@ def test_tta_reports_every_pass_in_order_and_gives_the_same_result(fixtures_dir,
     # each box pass runs backbone, proposals and the box head; mask passes reuse the features
     first_pass = steps[1:steps.index((TTA_PASS, 1, PASSES))]
     assert first_pass == [(BACKBONE, 1, 1), (PROPOSALS, 1, 1), (BOX_HEAD, 1, 1)]
-    assert steps[-2:] == [(MASK_HEAD, 1, 1), (TTA_PASS, PASSES, PASSES)]
+    n = steps[-2][2]  # the mask head's layers, each a stage
+    assert steps[-n - 1:] == [(MASK_HEAD, k, n) for k in range(1, n + 1)] + [
+        (TTA_PASS, PASSES, PASSES)]
     assert same(observed, unobserved_tta[0])  # observing changes nothing
     assert len(observed) > 0
 
 
-@pytest.mark.parametrize("name,box_stages,subdivision", [
-    ("mask_rcnn", 1, False), ("cascade_gn_dconv", 3, False), ("pointrend", 1, True)])
-def test_each_engine_stage_is_reported(fixtures_dir, nuclei_png, name, box_stages, subdivision):
+# mask layers: MODEL.ROI_MASK_HEAD.NUM_CONV convs, the deconv, its ReLU and the predictor
+@pytest.mark.parametrize("name,box_stages,mask_layers", [
+    ("mask_rcnn", 1, 4 + 3), ("cascade_gn_dconv", 3, 8 + 3), ("pointrend", 1, None)])
+def test_each_engine_stage_is_reported(fixtures_dir, nuclei_png, name, box_stages, mask_layers):
     predictor = _predictor(fixtures_dir, name)
     steps = []
     predictor(nuclei_png, progress=lambda *step: steps.append(step))
     head = [(BACKBONE, 1, 1), (PROPOSALS, 1, 1)]
     boxes = [(BOX_HEAD, k, box_stages) for k in range(1, box_stages + 1)]
     points = [s for s in steps if s[0] == SUBDIVISION]
-    assert steps == head + boxes + points + [(MASK_HEAD, 1, 1)]
-    if subdivision:  # every PointRend subdivision step, in order
+    if mask_layers is None:  # the coarse head, then every PointRend subdivision step, in order
         n = points[0][2]
         assert n > 1 and points == [(SUBDIVISION, k, n) for k in range(1, n + 1)]
-    else:
+        assert steps == head + boxes + [(MASK_HEAD, 1, 1)] + points
+    else:  # each layer of the Mask R-CNN head
         assert points == []
+        assert steps == head + boxes + [(MASK_HEAD, k, mask_layers)
+                                        for k in range(1, mask_layers + 1)]
 
 
 @pytest.mark.parametrize("k", [0, 1, 5])
@@ -118,7 +123,7 @@ def test_stop_from_another_thread_ends_at_the_next_stage(fixtures_dir, nuclei_pn
     with pytest.raises(PredictionCancelled):
         predictor(nuclei_png, progress=progress, stop=stop.is_set)
     assert steps[-1][0] == BOX_HEAD and steps[-1][1] in (1, 2)
-    assert (MASK_HEAD, 1, 1) not in steps
+    assert not any(s[0] == MASK_HEAD for s in steps)
 
 
 def test_a_stop_already_set_ends_before_any_work_and_unobserved_checkpoints_do_nothing(

@@ -24,7 +24,7 @@ StopFn = Callable[[], bool]
 BACKBONE = "backbone"
 PROPOSALS = "proposals"
 BOX_HEAD = "box head"  # done/total: cascade stage k of n (1/1 for a standard head)
-MASK_HEAD = "mask head"
+MASK_HEAD = "mask head"  # done/total: Mask R-CNN head layer k of n (PointRend's coarse head: 1/1)
 SUBDIVISION = "subdivision"  # done/total: PointRend's point head, subdivision step k of n
 TTA_PASS = "TTA pass"  # done/total: test-time augmentation passes finished (0 before the first)
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill
-from ..progress import SUBDIVISION, checkpoint
+from ..progress import MASK_HEAD, SUBDIVISION, checkpoint
 from ..registry import POINT_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .mask_head import select_class_masks
 
@@ -248,6 +248,7 @@ class PointRendMaskHead(nn.Module):
     def predict(self, features: dict, boxes: list[torch.Tensor], classes: list[torch.Tensor]):
         """(R, 1, S, S) mask probabilities of each box's class (S = final subdivision size)."""
         coarse = self.coarse_head(self.roi_features(features, boxes))
+        checkpoint(MASK_HEAD)
         classes = torch.cat(classes)
         if not self.mask_point_on:
             return select_class_masks(coarse, classes)
