@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QScrollArea, QToolButton,
                                QVBoxLayout, QWidget)
 
-from cellseg.core.engine.progress import TTA_PASS
+from cellseg.core.progress import TTA_PASS
 from cellseg.core.errors import CellsegError
 from cellseg.core.structures import Instances
 

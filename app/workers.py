@@ -6,7 +6,7 @@ running. That keeps reordering (run-now jumps ahead of prefetch), cancelling (dr
 pending) and de-duplication free of locks. Errors in a job -- a bad checkpoint, a corrupt image,
 running out of GPU memory -- come back as a message; the thread keeps serving. A running model
 job is stopped through its own ``threading.Event``, which the engine polls between stages
-(``cellseg.core.engine.progress``); a stopped run is neither cached nor an error.
+(``cellseg.core.progress``); a stopped run is neither cached nor an error.
 
 Raw outputs are cached per (image, model, config, weights, device, precision, TTA); post-processing
 settings are NOT part of that key, so a Soft-NMS/WBF/threshold toggle re-composes from the cache
@@ -241,7 +241,7 @@ class InferenceService(QObject):
     a run fails; ``model_loaded(ModelInfo)`` after a model is (re)loaded;
     ``batch_progress(done, total)`` and ``batch_finished(cancelled)`` for run-all;
     ``run_progress(RawKey, stage, done, total)`` from the engine's stages and TTA passes of the
-    running job (``cellseg.core.engine.progress``) and ``run_cancelled(RawKey)`` when
+    running job (``cellseg.core.progress``) and ``run_cancelled(RawKey)`` when
     :meth:`cancel` stopped it.
     """
 

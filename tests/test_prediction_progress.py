@@ -1,4 +1,4 @@
-"""Observing and stopping a prediction (core/engine/progress.py) on the real fixture models."""
+"""Observing and stopping a prediction (core/progress.py) on the real fixture models."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cellseg.core.engine import PredictionCancelled, load_predictor
-from cellseg.core.engine.progress import (BACKBONE, BOX_HEAD, MASK_HEAD, PROPOSALS, SUBDIVISION,
+from cellseg.core.progress import (BACKBONE, BOX_HEAD, MASK_HEAD, PROPOSALS, SUBDIVISION,
                                           TTA_PASS, checkpoint, monitored)
 from cellseg.core.io import read_image
 

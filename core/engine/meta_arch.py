@@ -12,7 +12,7 @@ from .box_ops import clip_boxes, nonempty
 from .layers import DeformConv
 from .mask_paste import paste_masks
 from .preprocess import batch_images
-from . import progress
+from .. import progress
 from .registry import BACKBONE, META_ARCH, PROPOSAL_GENERATOR, ROI_HEADS
 
 

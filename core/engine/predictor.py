@@ -13,7 +13,7 @@ from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
 from .precision import Precision, apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
-from .progress import ProgressFn, StopFn, monitored
+from ..progress import ProgressFn, StopFn, monitored
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
 
@@ -86,7 +86,7 @@ class Predictor:
             image: any array ``read_image`` returns.
             tta: test-time augmentation (TEST.AUG), as Detectron2's GeneralizedRCNNWithTTA.
             progress: ``progress(stage, done, total)`` after each engine stage and TTA pass
-                (:mod:`.progress` names the stages), on the calling thread.
+                (:mod:`cellseg.core.progress` names the stages), on the calling thread.
             stop: polled at the same points; True ends the prediction there.
 
         Raises:

@@ -17,7 +17,7 @@ import torch
 from ..structures import Instances
 from .meta_arch import GeneralizedRCNN, postprocess
 from .preprocess import resize_shortest_edge
-from .progress import TTA_PASS, checkpoint
+from ..progress import TTA_PASS, checkpoint
 from .roi_heads.box_head import fast_rcnn_inference_single_image
 
 BATCH_SIZE = 3

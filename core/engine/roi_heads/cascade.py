@@ -11,7 +11,7 @@ from torch import nn
 
 from ..box_ops import Box2BoxTransform, clip_boxes
 from ..poolers import build_pooler
-from ..progress import BOX_HEAD, checkpoint
+from ...progress import BOX_HEAD, checkpoint
 from ..registry import ROI_BOX_HEAD, ROI_HEADS
 from .box_head import build_box_predictor, fast_rcnn_inference
 from .standard import StandardROIHeads, build_mask_branch, pooled_shape

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, get_norm
-from ..progress import MASK_HEAD, checkpoint
+from ...progress import MASK_HEAD, checkpoint
 from ..registry import ROI_MASK_HEAD
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill
-from ..progress import MASK_HEAD, SUBDIVISION, checkpoint
+from ...progress import MASK_HEAD, SUBDIVISION, checkpoint
 from ..registry import POINT_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .mask_head import select_class_masks
 

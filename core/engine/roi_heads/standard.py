@@ -6,7 +6,7 @@ from torch import nn
 
 from ..layers import ShapeSpec
 from ..poolers import build_pooler
-from ..progress import BOX_HEAD, checkpoint
+from ...progress import BOX_HEAD, checkpoint
 from ..registry import ROI_BOX_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .box_head import build_box_predictor
 from .mask_head import select_class_masks

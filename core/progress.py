@@ -8,7 +8,8 @@ each of its passes. Nothing happens unless a caller wrapped the prediction in
 
 The monitor travels in a context variable rather than as an argument through every head: the
 heads keep their upstream signatures, each thread (the app's model thread, a CLI) has its own
-monitor, and an unobserved prediction pays one ``ContextVar.get`` per stage.
+monitor, and an unobserved prediction pays one ``ContextVar.get`` per stage. It lives outside
+``core.engine`` so that the app can name the stages without importing torch at start-up.
 """
 from __future__ import annotations
 
