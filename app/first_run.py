@@ -77,7 +77,9 @@ TOOLTIPS = {  # (panel attribute, widget attribute) -> what it does, and what it
         "else the CPU. cuda:N picks one of several GPUs.",
     ("models_panel", "run_all_button"): "Run the models on every image of the list in the "
         "background (results are cached; post-processing changes do not re-run them).",
-    ("models_panel", "cancel_button"): "Stop the running batch (the current image finishes).",
+    ("models_panel", "cancel_button"): "Stop the model run (Esc): the current image's, "
+        "between two stages or TTA passes, and the rest of a batch. Nothing is cached; Run "
+        "runs it again.",
 }
 
 

@@ -20,9 +20,10 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
-                               QMainWindow, QMessageBox, QScrollArea, QToolButton, QVBoxLayout,
-                               QWidget)
+                               QMainWindow, QMessageBox, QProgressBar, QScrollArea, QToolButton,
+                               QVBoxLayout, QWidget)
 
+from cellseg.core.progress import TTA_PASS
 from cellseg.core.errors import CellsegError
 from cellseg.core.postprocess.pipeline import Settings
 from cellseg.core.review.sources import ImageSource, open_source
@@ -40,7 +41,9 @@ from . import file_dialogs
 IMAGE_CACHE = 4  # decoded images kept for quick back-and-forth stepping
 # what the status bar's result label says while / after test-time augmentation runs
 PLAIN_WHILE_TTA = "plain prediction shown; TTA running..."
+PLAIN_TTA_CANCELLED = "plain prediction shown; TTA cancelled"
 TTA_SHOWN = "TTA"
+RUN_CANCELLED = "run cancelled: Run (Ctrl+Return) runs it again"
 
 
 def compose_raw(raw: dict[str, Instances], settings: Settings):
@@ -105,6 +108,10 @@ class MainWindow(QMainWindow):
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._wanted = None  # compose key of what the canvas should show
         self._wanted_label = ""  # the result label that goes with it
+        # the current image's runs the user cancelled: not queued again until Run (or another
+        # image), so that a threshold change does not restart a cancelled TTA
+        self._cancelled_keys: set[RawKey] = set()
+        self._tta_step = ""  # "TTA pass k/n" of the running job, for its stage messages
 
         self._build_widgets()
         self._build_menus()
@@ -169,7 +176,15 @@ class MainWindow(QMainWindow):
         self.result_label = QLabel("", self)  # which result is shown (plain / TTA)
         for w in (self.pixel_label, self.instance_label):
             w.setMinimumWidth(180)
+        # the running model job: its stage or TTA pass (Esc cancels it)
+        self.run_label = QLabel("", self)
+        self.run_progress = QProgressBar(self)
+        self.run_progress.setMaximumWidth(160)
+        self.run_progress.setTextVisible(False)
         bar = self.statusBar()
+        for w in (self.run_label, self.run_progress):
+            w.setVisible(False)
+            bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.result_label)
         bar.addPermanentWidget(self.pixel_label)
         bar.addPermanentWidget(self.instance_label)
@@ -247,6 +262,7 @@ class MainWindow(QMainWindow):
         a["run_all"] = self._action("Run on &all images", self.run_all, "Ctrl+Shift+Return",
                                     "run_all")
         a["cancel"] = self._action("&Cancel", self.cancel, "Escape", "cancel")
+        a["cancel"].setEnabled(False)  # while a model run is on (and Esc is free otherwise)
         for k in ("set_cascade", "set_pointrend", None, "run", "run_all", "cancel"):
             model.addSeparator() if k is None else model.addAction(a[k])
 
@@ -268,6 +284,10 @@ class MainWindow(QMainWindow):
         s.model_loaded.connect(self._model_loaded)
         s.batch_progress.connect(lambda d, t: self.models_panel.set_batch(d, t, True))
         s.batch_finished.connect(self._batch_finished)
+        s.run_progress.connect(self._run_progress)
+        s.run_cancelled.connect(self._run_cancelled)
+        s.models.started.connect(self._run_started)
+        s.models.idle.connect(self._update_run_state)
 
         self.image_list.current_changed.connect(self.select_image)
         m = self.models_panel
@@ -349,6 +369,7 @@ class MainWindow(QMainWindow):
         if index == self.index and self.image is not None:
             return
         self.index = index
+        self._cancelled_keys.clear()  # another image: its runs start as usual
         self.undo_stack.clear()  # edits of another image cannot be undone from here
         path = str(self.source.entries[index].path)
         cached = self._images.get(path)
@@ -411,7 +432,8 @@ class MainWindow(QMainWindow):
         self.refresh()
 
     def run_current(self) -> None:
-        """Run (or re-try after an error) the chosen models on the current image."""
+        """Run (or re-try after an error or a cancel) the chosen models on the current image."""
+        self._cancelled_keys.clear()
         self.service.clear_failures()
         self.banner.hide()
         self.refresh(force=True)
@@ -419,6 +441,7 @@ class MainWindow(QMainWindow):
     def run_all(self) -> None:
         if self.source is None:
             return
+        self._cancelled_keys.clear()
         self.service.clear_failures()
         keys = [self.service.key_for(e.path, m, self.post_panel.tta.isChecked())
                 for e in self.source.entries for m in self.post_panel.models()
@@ -430,11 +453,69 @@ class MainWindow(QMainWindow):
             self.models_panel.set_batch(0, len(keys), True)
 
     def cancel(self) -> None:
+        """Stop the model runs: the running one at its next stage or TTA pass, the rest
+        (prefetch, batch) before they start. What is on the canvas stays."""
+        if self.source is not None and 0 <= self.index < len(self.source.entries):
+            keys = self._keys(self.index)
+            keys += [replace(k, tta=False) for k in keys if k.tta]
+            self._cancelled_keys |= {k for k in keys if self.service.queued(k)}
         self.service.cancel()
+        self._update_run_state()
 
     def _batch_finished(self, cancelled: bool) -> None:
         self.models_panel.set_batch(0, 0, False)
         self.statusBar().showMessage("run cancelled" if cancelled else "all images done", 5000)
+
+    def _update_run_state(self) -> None:
+        """Cancel (Esc, Model menu, Models panel) while a model run is on; the progress while
+        one runs."""
+        busy = self.service.busy
+        self.actions["cancel"].setEnabled(busy)
+        self.models_panel.set_cancellable(busy)
+        running = self.service.models.running_tag is not None
+        self.run_label.setVisible(running)
+        self.run_progress.setVisible(running)
+
+    def _run_name(self, key: RawKey) -> str:
+        name = key.model + (" +TTA" if key.tta else "")
+        return name if key.image == self._current_path() else f"{Path(key.image).name} {name}"
+
+    def _run_started(self, key: RawKey) -> None:
+        self._tta_step = ""
+        self.run_progress.setRange(0, 0)  # busy until the first TTA pass says how many
+        self.run_label.setText(f"{self._run_name(key)}: starting")
+        self._update_run_state()
+
+    def _run_progress(self, key: RawKey, stage: str, done: int, total: int) -> None:
+        if key != self.service.models.running_tag:
+            return  # a late report of a job that ended
+        if stage == TTA_PASS:
+            self.run_progress.setRange(0, total)
+            self.run_progress.setValue(done)
+            self._tta_step = text = f"TTA pass {min(done + 1, total)}/{total}"
+        else:
+            text = stage if total == 1 else f"{stage} {done}/{total}"
+            if self._tta_step:
+                text = f"{self._tta_step}, {text}"
+        self.run_label.setText(f"{self._run_name(key)}: {text}")
+
+    def _run_cancelled(self, key: RawKey) -> None:
+        """A run stopped by Cancel: nothing cached, no error; the canvas keeps what it shows
+        (e.g. the plain prediction while TTA ran)."""
+        i = self.index
+        if self.service.queued(key) or key.image != self._current_path():
+            return  # run again meanwhile, or another image's (the batch says it was cancelled)
+        self._cancelled_keys.add(key)
+        if self._wanted_label == PLAIN_WHILE_TTA:
+            self._wanted_label = PLAIN_TTA_CANCELLED
+        if self.result_label.text() == PLAIN_WHILE_TTA:
+            self.result_label.setText(PLAIN_TTA_CANCELLED)
+        if i not in self._edited and i not in self._reviewed:
+            if self._shown is not None:
+                self.image_list.set_status(i, "predicted", len(self._shown))
+            else:
+                self.image_list.set_status(i, "not run")
+        self.statusBar().showMessage(RUN_CANCELLED, 10000)
 
     def _model_loaded(self, info: ModelInfo) -> None:
         self.models_panel.set_running_device(info.device)
@@ -540,21 +621,29 @@ class MainWindow(QMainWindow):
         and its result is shown until TTA (10-20x longer) replaces it."""
         plain = [replace(k, tta=False) for k in keys if k.tta]
         plain_raws = {k.model: self.service.cached(k) for k in plain}
+        stopped = self._cancelled_keys
 
         def request_plain():
             for k in plain:
-                if plain_raws[k.model] is None and self.service.failure(k) is None:
+                if (plain_raws[k.model] is None and self.service.failure(k) is None
+                        and k not in stopped):
                     self.service.request(k, front=True)
 
         request_plain()  # starts at once when the model thread is idle ...
         for k in keys:
-            if raws[k.model] is None:
+            if raws[k.model] is None and k not in stopped:
                 self.service.request(k, front=True)
         request_plain()  # ... and otherwise is moved ahead of the TTA runs
-        self.image_list.set_status(i, "running")
+        cancelled = any(raws[k.model] is None and k in stopped for k in keys)
+        if not cancelled:
+            self.image_list.set_status(i, "running")
         if plain and all(v is not None for v in plain_raws.values()):
-            self._compose(i, plain_raws, show=True, keys=plain, label=PLAIN_WHILE_TTA)
-            self.statusBar().showMessage(PLAIN_WHILE_TTA)
+            label = PLAIN_TTA_CANCELLED if cancelled else PLAIN_WHILE_TTA
+            self._compose(i, plain_raws, show=True, keys=plain, label=label)
+            self.statusBar().showMessage(RUN_CANCELLED if cancelled else PLAIN_WHILE_TTA)
+            return
+        if cancelled:
+            self.statusBar().showMessage(RUN_CANCELLED)
             return
         self.statusBar().showMessage("running " + ", ".join(
             k.model + (" +TTA" if k.tta else "") for k in keys if raws[k.model] is None))

@@ -4,7 +4,9 @@ post-processing) in another, and a cache of raw model outputs.
 The queues are managed on the GUI thread; each worker thread only ever holds the one job it is
 running. That keeps reordering (run-now jumps ahead of prefetch), cancelling (drop what is
 pending) and de-duplication free of locks. Errors in a job -- a bad checkpoint, a corrupt image,
-running out of GPU memory -- come back as a message; the thread keeps serving.
+running out of GPU memory -- come back as a message; the thread keeps serving. A running model
+job is stopped through its own ``threading.Event``, which the engine polls between stages
+(``cellseg.core.progress``); a stopped run is neither cached nor an error.
 
 Raw outputs are cached per (image, model, config, weights, device, precision, TTA); post-processing
 settings are NOT part of that key, so a Soft-NMS/WBF/threshold toggle re-composes from the cache
@@ -13,6 +15,7 @@ instead of re-running models.
 from __future__ import annotations
 
 import itertools
+import threading
 import traceback
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from cellseg.core.review.state import RawKey  # the review session's key: one ca
 from cellseg.core.structures import Instances
 
 RAW_CACHE_SIZE = 256
+CANCELLED = object()  # what a model job returns when it was stopped
 
 
 # ---------------------------------------------------------------------- generic serial queue
@@ -76,6 +80,7 @@ class _Job:
     on_done: Callable[[Any], None] | None
     on_error: Callable[[str], None] | None
     tag: Any = None
+    stop: threading.Event | None = None  # set to ask the running job to end early
 
 
 _gui_thread_gc = None
@@ -100,6 +105,7 @@ class JobQueue(QObject):
     """One background thread running submitted callables in order, one at a time."""
 
     _start = Signal(int, object)
+    started = Signal(object)  # the tag of the job that starts running
     idle = Signal()
     job_failed = Signal(str)  # any job's error message (besides its own on_error)
 
@@ -120,8 +126,9 @@ class JobQueue(QObject):
         self._thread.start()
 
     def submit(self, fn: Callable[[], Any], on_done=None, on_error=None, tag=None,
-               front: bool = False) -> int:
-        job = _Job(next(self._ids), fn, on_done, on_error, tag)
+               front: bool = False, stop: threading.Event | None = None) -> int:
+        """Queue ``fn``; ``stop`` is the event :meth:`stop_running` sets (``fn`` polls it)."""
+        job = _Job(next(self._ids), fn, on_done, on_error, tag, stop)
         (self._pending.appendleft if front else self._pending.append)(job)
         self._next()
         return job.id
@@ -131,6 +138,19 @@ class JobQueue(QObject):
         dropped = len(self._pending) - len(keep)
         self._pending = keep
         return dropped
+
+    def stop_running(self) -> bool:
+        """Ask the running job to end early (True if it can be asked: it has a stop event).
+        Its on_done/on_error still come, with whatever the job returns or raises."""
+        if self._running is None or self._running.stop is None:
+            return False
+        self._running.stop.set()
+        return True
+
+    @property
+    def stopping(self) -> bool:
+        """The running job was asked to stop (its result is on the way)."""
+        return bool(self._running and self._running.stop and self._running.stop.is_set())
 
     def promote(self, predicate: Callable[[Any], bool]) -> bool:
         """Move pending jobs whose tag matches to the front; True if any."""
@@ -154,6 +174,7 @@ class JobQueue(QObject):
         if self._running is None and self._pending:
             self._running = self._pending.popleft()
             self._start.emit(self._running.id, self._running.fn)
+            self.started.emit(self._running.tag)
 
     @Slot(int, object)
     def _finished(self, job_id: int, result) -> None:
@@ -181,6 +202,7 @@ class JobQueue(QObject):
 
     def shutdown(self, wait_ms: int = 30000) -> None:
         self._pending.clear()
+        self.stop_running()  # a model run ends at its next stage instead of running out
         self._thread.quit()
         self._thread.wait(wait_ms)
 
@@ -207,10 +229,15 @@ class InferenceService(QObject):
 
     ``raw_ready(RawKey)`` when a result lands in the cache; ``error(message, RawKey|None)`` when
     a run fails; ``model_loaded(ModelInfo)`` after a model is (re)loaded;
-    ``batch_progress(done, total)`` and ``batch_finished(cancelled)`` for run-all.
+    ``batch_progress(done, total)`` and ``batch_finished(cancelled)`` for run-all;
+    ``run_progress(RawKey, stage, done, total)`` from the engine's stages and TTA passes of the
+    running job (``cellseg.core.progress``) and ``run_cancelled(RawKey)`` when
+    :meth:`cancel` stopped it.
     """
 
     raw_ready = Signal(object)
+    run_progress = Signal(object, str, int, int)
+    run_cancelled = Signal(object)
     error = Signal(str, object)
     model_loaded = Signal(object)
     batch_progress = Signal(int, int)
@@ -279,15 +306,22 @@ class InferenceService(QObject):
         """Queue a model run unless cached/queued/running. Returns True if work is pending."""
         if key in self._cache:
             return False
-        if key == self.models.running_tag:
-            return True
+        if key == self.models.running_tag and not self.models.stopping:
+            return True  # (a run being stopped does not count: the key is queued anew)
         if key in self.models.pending_tags():
             if front:
                 self.models.promote(lambda tag: tag == key)
             return True
-        self.models.submit(lambda: self._run(key), lambda result: self._done(key, result),
-                           lambda message: self._fail(key, message), tag=key, front=front)
+        stop = threading.Event()
+        self.models.submit(lambda: self._run(key, stop), lambda result: self._done(key, result),
+                           lambda message: self._fail(key, message), tag=key, front=front,
+                           stop=stop)
         return True
+
+    def queued(self, key: RawKey) -> bool:
+        """A run of ``key`` is pending, or running and not being stopped."""
+        return ((key == self.models.running_tag and not self.models.stopping)
+                or key in self.models.pending_tags())
 
     def run_all(self, keys: list[RawKey]) -> int:
         """Queue every key not cached yet (behind current work); progress per finished key."""
@@ -302,8 +336,10 @@ class InferenceService(QObject):
         return len(todo)
 
     def cancel(self) -> int:
-        """Drop every pending model run (the one running finishes and is cached)."""
+        """Drop every pending model run and stop the running one at the engine's next stage
+        or TTA pass (``run_cancelled`` then; nothing is cached). Returns the runs dropped."""
         dropped = self.models.cancel_pending()
+        self.models.stop_running()
         if self._batch_total:
             self._batch_total = 0
             self._batch.clear()
@@ -323,7 +359,9 @@ class InferenceService(QObject):
         return self.light.submit(fn, on_done, on_error, tag=tag)
 
     # ------------------------------------------------------------------ model thread side
-    def _run(self, key: RawKey) -> tuple[Instances, ModelInfo]:
+    def _run(self, key: RawKey, stop: threading.Event) -> tuple[Instances, ModelInfo] | object:
+        """The model run (model thread); :data:`CANCELLED` when ``stop`` was set meanwhile."""
+        from cellseg.core.engine import PredictionCancelled
         from cellseg.core.io import read_image
 
         if not (key.config and key.weights):
@@ -335,7 +373,12 @@ class InferenceService(QObject):
         else:
             image = read_image(key.image)
             self._last_image = (key.image, image)
-        result = predictor(image, tta=key.tta)
+        try:
+            # the signal is queued to the GUI thread: a handful per TTA pass
+            result = predictor(image, tta=key.tta, stop=stop.is_set,
+                               progress=lambda *step: self.run_progress.emit(key, *step))
+        except PredictionCancelled:
+            return CANCELLED
         names = tuple(getattr(predictor, "class_names", ()) or ())
         try:
             cap = int(predictor.cfg.TEST.DETECTIONS_PER_IMAGE)
@@ -359,6 +402,10 @@ class InferenceService(QObject):
 
     # ------------------------------------------------------------------ GUI thread side
     def _done(self, key: RawKey, result) -> None:
+        if result is CANCELLED:
+            self.run_cancelled.emit(key)
+            self._batch_step(key)
+            return
         instances, info = result
         self._failed.pop(key, None)
         self._store(key, instances)

@@ -214,5 +214,8 @@ class ModelsPanel(QWidget):
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
         self.progress.setFormat(f"{done} / {total}")
-        self.cancel_button.setEnabled(active)
         self.run_all_button.setEnabled(not active)
+
+    def set_cancellable(self, enabled: bool) -> None:
+        """Cancel is enabled while a model run (this image's, a prefetch or a batch) is on."""
+        self.cancel_button.setEnabled(enabled)

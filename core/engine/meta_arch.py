@@ -12,6 +12,7 @@ from .box_ops import clip_boxes, nonempty
 from .layers import DeformConv
 from .mask_paste import paste_masks
 from .preprocess import batch_images
+from .. import progress
 from .registry import BACKBONE, META_ARCH, PROPOSAL_GENERATOR, ROI_HEADS
 
 
@@ -59,9 +60,11 @@ class GeneralizedRCNN(nn.Module):
         """
         batch, sizes = self.preprocess(images)
         features = self.backbone(batch)
+        progress.checkpoint(progress.BACKBONE)
         if given_boxes is not None:
             return self.masks_for_boxes(_for_pooling(features), given_boxes)
         proposals, _ = self.proposal_generator(sizes, features)
+        progress.checkpoint(progress.PROPOSALS)
         dets, _ = self.roi_heads(sizes, _for_pooling(features), proposals)
         for d, size in zip(dets, sizes):
             d["image_size"] = size
@@ -71,7 +74,9 @@ class GeneralizedRCNN(nn.Module):
         """Box detections and the backbone features they came from (for a later mask pass)."""
         batch, sizes = self.preprocess(images)
         features = self.backbone(batch)
+        progress.checkpoint(progress.BACKBONE)
         proposals, _ = self.proposal_generator(sizes, features)
+        progress.checkpoint(progress.PROPOSALS)
         features = _for_pooling(features)
         return self.roi_heads.detect_boxes(sizes, features, proposals), features
 

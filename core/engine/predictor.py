@@ -13,6 +13,7 @@ from .checkpoint import load_weights
 from .meta_arch import build_model, postprocess
 from .precision import Precision, apply_precision, no_tf32, resolve_precision
 from .preprocess import resize_shortest_edge
+from ..progress import ProgressFn, StopFn, monitored
 from .tta import FEATURE_CACHE_BYTES, inference_with_tta
 
 
@@ -77,25 +78,32 @@ class Predictor:
             return min(FEATURE_CACHE_BYTES, free // 4)
         return FEATURE_CACHE_BYTES
 
-    def __call__(self, image: np.ndarray, tta: bool = False,
-                 scale: float | None = None) -> Instances:
+    def __call__(self, image: np.ndarray, tta: bool = False, scale: float | None = None, *,
+                 progress: ProgressFn | None = None, stop: StopFn | None = None) -> Instances:
         """Predict one image.
 
         Args:
             image: (H, W[, C]) array as ``read_image`` returns it.
-            tta: test-time augmentation as the config's ``TEST.AUG`` says.
+            tta: test-time augmentation as the config's ``TEST.AUG`` says (Detectron2's
+                GeneralizedRCNNWithTTA).
             scale: model input pixels per image pixel (tiled prediction: 1.0 = native
                 resolution). None: Detectron2's rule, the short side resized to
                 ``INPUT.MIN_SIZE_TEST`` (long side capped at ``INPUT.MAX_SIZE_TEST``). With TTA
                 the augmentation sizes are scaled by the same factor relative to that rule.
+            progress: ``progress(stage, done, total)`` after each engine stage and TTA pass
+                (:mod:`cellseg.core.progress` names the stages), on the calling thread.
+            stop: polled at the same points; True ends the prediction there.
 
         Returns:
             Instances in ``image``'s pixels.
+
+        Raises:
+            PredictionCancelled: ``stop()`` returned True (nothing is returned).
         """
         image = to_model_input(image, self.cfg.INPUT.FORMAT)
         min_size, max_size, factor = self._input_size(image.shape[:2], scale)
         exact_cuda = self.device.type == "cuda" and self.precision.dtype is None
-        with torch.inference_mode(), no_tf32(exact_cuda):
+        with monitored(progress, stop), torch.inference_mode(), no_tf32(exact_cuda):
             if tta:
                 aug = self.cfg.TEST.AUG
                 return inference_with_tta(

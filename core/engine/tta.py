@@ -17,6 +17,7 @@ import torch
 from ..structures import Instances
 from .meta_arch import GeneralizedRCNN, postprocess
 from .preprocess import resize_shortest_edge
+from ..progress import TTA_PASS, checkpoint
 from .roi_heads.box_head import fast_rcnn_inference_single_image
 
 BATCH_SIZE = 3
@@ -86,6 +87,9 @@ def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, 
     # pass when they fit the budget: half the backbone work, identical numbers.
     keep_features = mask_on and _feature_bytes(model, batches) <= feature_cache_bytes
     cached = []
+    # a pass is one batch through the model: boxes for each batch, then masks for each batch
+    passes = len(batches) * (2 if mask_on else 1)
+    checkpoint(TTA_PASS, 0, passes)
     # 1. boxes from every augmented image, in original coordinates
     boxes, scores, classes = [], [], []
     for batch in batches:
@@ -96,6 +100,7 @@ def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, 
             scores.append(det["scores"])
             classes.append(det["classes"])
         del features
+        checkpoint(TTA_PASS, len(cached), passes)
     boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
     # 2. merge with per-class NMS (one score column per box: its own class)
     scores_2d = torch.zeros(len(boxes), num_classes + 1, device=boxes.device)
@@ -105,7 +110,7 @@ def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, 
     if mask_on:
         # 3. masks for the merged boxes in every augmented image, averaged
         probs = []
-        for batch, features in zip(batches, cached):
+        for done, (batch, features) in enumerate(zip(batches, cached), len(batches) + 1):
             given = [(to_augmented(merged["boxes"], a, orig_size), merged["classes"],
                       merged["scores"]) for a in batch]
             if features is not None:
@@ -116,6 +121,7 @@ def inference_with_tta(model: GeneralizedRCNN, image: np.ndarray, *, min_sizes, 
             for aug, det in zip(batch, dets):
                 p = det["mask_probs"]
                 probs.append(p.flip(dims=[3]) if aug.flip else p)
+            checkpoint(TTA_PASS, done, passes)
         cached.clear()
         merged["mask_probs"] = torch.stack(probs).mean(dim=0)
     return postprocess(merged, orig_size, orig_size)

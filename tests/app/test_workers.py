@@ -96,18 +96,27 @@ def test_run_all_progress_and_cancel(service, qtbot, fast_cascade, crop_folder):
     service.set_model("cascade", *fast_cascade)
     images = sorted(crop_folder.glob("*.tif"))
     keys = [service.key_for(p, "cascade", tta=False) for p in images]
-    progress = []
+    progress, cancelled, errors = [], [], []
     service.batch_progress.connect(lambda d, t: progress.append((d, t)))
+    service.run_cancelled.connect(cancelled.append)
+    service.error.connect(lambda message, key: errors.append(message))
     with qtbot.waitSignal(service.raw_ready, timeout=120000):
         assert service.run_all(keys) == len(keys)
+    assert service.models.running_tag == keys[1]  # the next image started at once
     with qtbot.waitSignal(service.batch_finished, timeout=10000) as finished:
         service.cancel()
     assert finished.args == [True]
     assert progress[0] == (0, len(keys)) and (1, len(keys)) in progress
     with qtbot.waitSignal(service.models.idle, timeout=120000, raising=False):
         pass
-    done = [k for k in keys if service.cached(k) is not None]
-    assert 1 <= len(done) < len(keys)  # the running job finished, the pending ones were dropped
+    # the running image was stopped between two stages, the pending one dropped
+    assert [k for k in keys if service.cached(k) is not None] == keys[:1]
+    assert cancelled == [keys[1]] and errors == []
+    assert service.failure(keys[1]) is None
+    assert service.request(keys[1]) and service.models.running_tag == keys[1]  # runs again
+    with qtbot.waitSignal(service.raw_ready, timeout=120000):
+        pass
+    assert service.cached(keys[1]) is not None
 
 
 class _LibraryAbort(BaseException):

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..box_ops import Box2BoxTransform, clip_boxes
 from ..poolers import build_pooler
+from ...progress import BOX_HEAD, checkpoint
 from ..registry import ROI_BOX_HEAD, ROI_HEADS
 from .box_head import build_box_predictor, fast_rcnn_inference
 from .standard import StandardROIHeads, build_mask_branch, pooled_shape
@@ -56,6 +57,7 @@ class CascadeROIHeads(StandardROIHeads):
             predictor = self.box_predictor[k]
             prev_boxes = predictor.predict_boxes(predictions, boxes)
             stage_probs.append(predictor.predict_probs(predictions, boxes))
+            checkpoint(BOX_HEAD, k + 1, self.num_cascade_stages)
         # mean over stages, written as upstream writes it (sum, then times 1/n) for identical rounding
         scores = [sum(list(per_image)) * (1.0 / self.num_cascade_stages)
                   for per_image in zip(*stage_probs)]

@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, get_norm
+from ...progress import MASK_HEAD, checkpoint
 from ..registry import ROI_MASK_HEAD
 
 
@@ -34,8 +35,12 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         nn.init.constant_(self.predictor.bias, 0)
 
     def layers(self, x):
-        for layer in self:
+        # a checkpoint after each layer: with TTA's hundreds of boxes per image this head is
+        # the longest stage, and a cancel should not wait for all of it
+        n = len(self)
+        for k, layer in enumerate(self, 1):
             x = layer(x)
+            checkpoint(MASK_HEAD, k, n)
         return x
 
 

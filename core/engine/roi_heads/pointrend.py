@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill
+from ...progress import MASK_HEAD, SUBDIVISION, checkpoint
 from ..point_features import (point_sample, point_uncertainty,
                               regular_grid_coords, sample_fine_features, sample_point_features,
                               uncertain_grid_points)
@@ -156,12 +157,14 @@ class PointRendMaskHead(nn.Module):
     def predict(self, features: dict, boxes: list[torch.Tensor], classes: list[torch.Tensor]):
         """(R, 1, S, S) mask probabilities of each box's class (S = final subdivision size)."""
         coarse = self.coarse_head(self.roi_features(features, boxes))
+        checkpoint(MASK_HEAD)
         classes = torch.cat(classes)
         if not self.mask_point_on:
             return select_class_masks(coarse, classes)
         n = len(classes)
         logits = None
-        for _ in range(self.subdivision_steps + 1):
+        steps = self.subdivision_steps + 1
+        for step in range(steps):
             if logits is None:
                 coords = regular_grid_coords(n, self.init_resolution, coarse.device)
             else:
@@ -178,6 +181,7 @@ class PointRendMaskHead(nn.Module):
                 r, c, h, w = logits.shape
                 idx = idx.unsqueeze(1).expand(-1, c, -1)
                 logits = logits.reshape(r, c, h * w).scatter_(2, idx, pts).view(r, c, h, w)
+            checkpoint(SUBDIVISION, step + 1, steps)
         return select_class_masks(logits, classes)
 
 

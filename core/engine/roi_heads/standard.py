@@ -7,6 +7,7 @@ from torch import nn
 from ..layers import ShapeSpec
 from ..losses import standard_roi_heads_losses
 from ..poolers import build_pooler
+from ...progress import BOX_HEAD, checkpoint
 from ..registry import ROI_BOX_HEAD, ROI_HEADS, ROI_MASK_HEAD
 from .box_head import build_box_predictor
 from .mask_head import select_class_masks
@@ -75,6 +76,7 @@ class StandardROIHeads(MaskBranch, nn.Module):
     def detect_boxes(self, image_sizes, features, proposals) -> list[dict]:
         boxes = [p["boxes"] for p in proposals]
         predictions = self.box_predictions(features, boxes)
+        checkpoint(BOX_HEAD)
         return self.box_predictor.inference(predictions, boxes, image_sizes)
 
 
