@@ -6,6 +6,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from cellseg.core.tiling.grid import TileSettings
+
 ORGANISATION, APPLICATION = "cellseg", "cellseg-gui"
 MAX_RECENT = 10
 MODEL_KEYS = ("cascade", "pointrend")
@@ -85,3 +87,16 @@ class AppSettings:
 
     def set_precision(self, precision: str) -> None:
         self.q.setValue("models/precision", precision)
+
+    def tiling(self) -> TileSettings | None:
+        """Tiled prediction of large images (None: off, the default)."""
+        try:
+            tile = int(self.q.value("models/tile", 0) or 0)
+            overlap = int(self.q.value("models/tile_overlap", 0) or 0)
+            return TileSettings(tile, overlap, 1.0) if tile else None
+        except (TypeError, ValueError):
+            return None  # a hand-edited settings file
+
+    def set_tiling(self, tiling: TileSettings | None) -> None:
+        self.q.setValue("models/tile", tiling.tile if tiling else 0)
+        self.q.setValue("models/tile_overlap", tiling.overlap if tiling else 0)

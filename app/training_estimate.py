@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from cellseg.trainer.estimate import format_duration
 
 TIMED = re.compile(r"^timed iteration (\d+): ([0-9.]+) s")
 RESULT = re.compile(r"^per iteration: ([0-9.]+) s on (\S+)")
@@ -51,6 +50,10 @@ class Estimate:
         if not self.done:
             return (f"measuring: first iteration {self.times[0]:.1f} s (includes start-up "
                     "costs), timing another...")
+        # the trainer's formatting, imported here: its module loads torch, which the window's
+        # start-up must not (it cost most of a start-up)
+        from cellseg.trainer.estimate import format_duration
+
         per = self.seconds_per_iteration
         text = (f"about {_seconds(per)} per iteration on {self.device} (measured) -> "
                 f"~{format_duration(per * iterations)} for {iterations} iterations "

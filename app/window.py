@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QScrollArea, QToolButton,
                                QVBoxLayout, QWidget)
 
-from cellseg.core.progress import TTA_PASS
+from cellseg.core.progress import TILE, TTA_PASS
 from cellseg.core.errors import CellsegError
 from cellseg.core.postprocess.pipeline import Settings
 from cellseg.core.review.sources import ImageSource, open_source
@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         # image), so that a threshold change does not restart a cancelled TTA
         self._cancelled_keys: set[RawKey] = set()
         self._tta_step = ""  # "TTA pass k/n" of the running job, for its stage messages
+        self._tile_step = ""  # "tile k/n" of a tiled run
 
         self._build_widgets()
         self._build_menus()
@@ -294,6 +295,7 @@ class MainWindow(QMainWindow):
         m.model_changed.connect(self.set_model)
         m.device_changed.connect(self.set_device)
         m.precision_changed.connect(self.set_precision)
+        m.tiling_changed.connect(self.set_tiling)
         m.run_requested.connect(self.run_current)
         m.run_all_requested.connect(self.run_all)
         m.cancel_requested.connect(self.cancel)
@@ -321,6 +323,8 @@ class MainWindow(QMainWindow):
         self.models_panel.set_device(self.settings.device())
         self.service.set_precision(self.settings.precision())
         self.models_panel.set_precision(self.settings.precision())
+        self.service.set_tiling(self.settings.tiling())
+        self.models_panel.set_tiling(self.settings.tiling())
         for key in MODEL_KEYS:
             config, weights = self.settings.model_paths(key)
             if config and weights:
@@ -431,6 +435,13 @@ class MainWindow(QMainWindow):
         self.settings.set_precision(precision)
         self.refresh()
 
+    def set_tiling(self, tiling) -> None:
+        """Tiles for large images (or None): part of the raw-output cache key, like precision."""
+        self.service.set_tiling(tiling)
+        self.service.clear_failures()
+        self.settings.set_tiling(tiling)
+        self.refresh()
+
     def run_current(self) -> None:
         """Run (or re-try after an error or a cancel) the chosen models on the current image."""
         self._cancelled_keys.clear()
@@ -481,7 +492,7 @@ class MainWindow(QMainWindow):
         return name if key.image == self._current_path() else f"{Path(key.image).name} {name}"
 
     def _run_started(self, key: RawKey) -> None:
-        self._tta_step = ""
+        self._tta_step = self._tile_step = ""
         self.run_progress.setRange(0, 0)  # busy until the first TTA pass says how many
         self.run_label.setText(f"{self._run_name(key)}: starting")
         self._update_run_state()
@@ -489,14 +500,21 @@ class MainWindow(QMainWindow):
     def _run_progress(self, key: RawKey, stage: str, done: int, total: int) -> None:
         if key != self.service.models.running_tag:
             return  # a late report of a job that ended
-        if stage == TTA_PASS:
+        if stage == TILE:  # the bar counts tiles; TTA passes and stages go in the text
             self.run_progress.setRange(0, total)
             self.run_progress.setValue(done)
+            self._tile_step = text = f"tile {min(done + 1, total)}/{total}"
+        elif stage == TTA_PASS:
+            if not self._tile_step:
+                self.run_progress.setRange(0, total)
+                self.run_progress.setValue(done)
             self._tta_step = text = f"TTA pass {min(done + 1, total)}/{total}"
         else:
             text = stage if total == 1 else f"{stage} {done}/{total}"
             if self._tta_step:
                 text = f"{self._tta_step}, {text}"
+        if self._tile_step and stage != TILE:
+            text = f"{self._tile_step}, {text}"
         self.run_label.setText(f"{self._run_name(key)}: {text}")
 
     def _run_cancelled(self, key: RawKey) -> None:

@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from cellseg.core.errors import CellsegError
 from cellseg.core.review.state import RawKey  # the review session's key: one cache key type
 from cellseg.core.structures import Instances
+from cellseg.core.tiling.grid import TileSettings
 
 RAW_CACHE_SIZE = 256
 CANCELLED = object()  # what a model job returns when it was stopped
@@ -51,6 +52,20 @@ class _Runner(QObject):
             self.failed.emit(job_id, describe_error(exc))
             return
         self.finished.emit(job_id, result)
+
+
+def _larger_than_a_tile(path: str, tile: TileSettings) -> bool:
+    """Whether an image needs tiles, from its header (no pixels read)."""
+    from cellseg.core.io.header import read_header
+    from cellseg.core.io.large import is_zarr, open_large
+
+    if is_zarr(path):
+        with open_large(path) as image:
+            h, w = image.shape[:2]
+    else:
+        header = read_header(path)
+        h, w = header.height, header.width
+    return max(h, w) > tile.tile
 
 
 def describe_error(exc: BaseException) -> str:
@@ -249,6 +264,7 @@ class InferenceService(QObject):
         self.light = JobQueue("cellseg-light", self)
         self.device = device
         self.precision = "exact"
+        self.tiling: TileSettings | None = None
         self.specs: dict[str, ModelSpec] = {}
         self.info: dict[str, ModelInfo] = {}
         self._cache: OrderedDict[RawKey, Instances] = OrderedDict()
@@ -269,6 +285,10 @@ class InferenceService(QObject):
         self.device = device
         self.info.clear()
 
+    def set_tiling(self, tiling: TileSettings | None) -> None:
+        """Tile images larger than ``tiling.tile`` (None: predict every image whole)."""
+        self.tiling = tiling
+
     def set_precision(self, precision: str) -> None:
         self.precision = precision
         self.info.clear()
@@ -280,7 +300,7 @@ class InferenceService(QObject):
     def key_for(self, image: str | Path, model: str, tta: bool) -> RawKey:
         spec = self.specs.get(model) or ModelSpec(model, "", "")
         return RawKey(str(image), model, spec.config, spec.weights, self.device, bool(tta),
-                      self.precision)
+                      self.precision, self.tiling)
 
     # ------------------------------------------------------------------ cache
     def cached(self, key: RawKey) -> Instances | None:
@@ -362,21 +382,19 @@ class InferenceService(QObject):
     def _run(self, key: RawKey, stop: threading.Event) -> tuple[Instances, ModelInfo] | object:
         """The model run (model thread); :data:`CANCELLED` when ``stop`` was set meanwhile."""
         from cellseg.core.engine import PredictionCancelled
-        from cellseg.core.io import read_image
 
         if not (key.config and key.weights):
             raise CellsegError(f"no {key.model} model set: choose its config.yaml and "
                                "checkpoint in the Models panel")
         predictor = self._predictor(key)
-        if self._last_image is not None and self._last_image[0] == key.image:
-            image = self._last_image[1]
-        else:
-            image = read_image(key.image)
-            self._last_image = (key.image, image)
+        watch = dict(stop=stop.is_set,
+                     # the signal is queued to the GUI thread: a handful per stage or tile
+                     progress=lambda *step: self.run_progress.emit(key, *step))
         try:
-            # the signal is queued to the GUI thread: a handful per TTA pass
-            result = predictor(image, tta=key.tta, stop=stop.is_set,
-                               progress=lambda *step: self.run_progress.emit(key, *step))
+            if key.tile is not None and _larger_than_a_tile(key.image, key.tile):
+                result = self._run_tiled(predictor, key, watch)
+            else:
+                result = predictor(self._image(key.image), tta=key.tta, **watch)
         except PredictionCancelled:
             return CANCELLED
         names = tuple(getattr(predictor, "class_names", ()) or ())
@@ -386,6 +404,26 @@ class InferenceService(QObject):
             cap = 0
         return result, ModelInfo(key.model, str(predictor.device), names,
                                  precision_note=predictor.precision.note, max_detections=cap)
+
+    def _image(self, path: str) -> np.ndarray:
+        """The image, kept for the next model (the other slot runs on the same image)."""
+        from cellseg.core.io import read_image
+
+        if self._last_image is None or self._last_image[0] != path:
+            self._last_image = (path, read_image(path))
+        return self._last_image[1]
+
+    @staticmethod
+    def _run_tiled(predictor, key: RawKey, watch: dict) -> Instances:
+        """Tile by tile, the image read a window at a time (memory-mapped or chunked where the
+        file allows), one grey-level stretch for the whole image."""
+        from cellseg.core.io.image import stretch_limits
+        from cellseg.core.io.large import open_large
+        from cellseg.core.tiling import predict_tiled
+
+        with open_large(key.image) as image:
+            return predict_tiled(predictor, image, key.tile, tta=key.tta,
+                                 limits=stretch_limits(image.overview()), **watch)
 
     def _predictor(self, key: RawKey):
         pkey = (key.config, key.weights, key.device, key.precision)

@@ -28,6 +28,7 @@ BOX_HEAD = "box head"  # done/total: cascade stage k of n (1/1 for a standard he
 MASK_HEAD = "mask head"  # done/total: Mask R-CNN head layer k of n (PointRend's coarse head: 1/1)
 SUBDIVISION = "subdivision"  # done/total: PointRend's point head, subdivision step k of n
 TTA_PASS = "TTA pass"  # done/total: test-time augmentation passes finished (0 before the first)
+TILE = "tile"  # done/total: tiles of a tiled prediction finished (0 before the first)
 
 
 class PredictionCancelled(Exception):

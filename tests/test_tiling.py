@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from cellseg.core.progress import TILE, PredictionCancelled
 from cellseg.core.structures import CroppedMasks, Instances
 from cellseg.core.tiling import TileSettings, predict_tiled, stitch, tile_windows
 
@@ -123,13 +124,14 @@ def demo_run(nuclei_dir):
     predictor = load_predictor(DEMO / "config.yaml", DEMO / "model_final.pth", device="cpu")
     parts = []
 
-    def recording(tile, tta=False, scale=None):
-        parts.append(predictor(tile, tta=tta, scale=scale))
+    def recording(tile, tta=False, scale=None, **watch):
+        parts.append(predictor(tile, tta=tta, scale=scale, **watch))
         return parts[-1]
 
     mosaic = np.tile(image, MOSAIC)
     seen = []
-    tiled = predict_tiled(recording, mosaic, SETTINGS, progress=lambda d, n: seen.append((d, n)))
+    tiled = predict_tiled(recording, mosaic, SETTINGS,
+                          progress=lambda stage, d, n: seen.append((d, n)) if stage == TILE else None)
     return predictor(image), tiled, parts, seen
 
 
@@ -137,7 +139,7 @@ def demo_run(nuclei_dir):
 def test_tiled_demo_model_finds_what_it_finds_on_each_copy(demo_run):
     single, tiled, parts, seen = demo_run
     n_tiles = len(tile_windows((2048, 2048), SETTINGS))
-    assert seen == [(d, n_tiles) for d in range(1, n_tiles + 1)]
+    assert seen == [(d, n_tiles) for d in range(0, n_tiles + 1)]
     found = single[np.flatnonzero(single.scores >= 0.5)]  # the app's default threshold
     box = found.boxes
     inner = np.minimum.reduce([box[:, 0], box[:, 1], 512 - box[:, 2], 512 - box[:, 3]]) > 100
@@ -211,3 +213,22 @@ def test_cli_tiles_with_a_progress_bar(tmp_path, nuclei_dir):
          str(DEMO / "config.yaml"), "--weights", str(DEMO / "model_final.pth"), "--device", "cpu",
          "--overlap", "64", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--overlap and --tile-scale need --tile" in bad.stderr
+
+
+def test_tiled_prediction_stops_between_tiles(nuclei_dir):
+    """A stop asked during tile k ends the run before tile k + 1 starts (and inside a tile at
+    the predictor's next stage)."""
+    from cellseg.core.engine import load_predictor
+
+    image = np.tile(tifffile.imread(nuclei_dir / "img2d.tif"), (1, 2))
+    predictor = load_predictor(DEMO / "config.yaml", DEMO / "model_final.pth", device="cpu")
+    calls, stages = [], []
+
+    def counting(tile, tta=False, scale=None, **watch):
+        calls.append(tile.shape)
+        return predictor(tile, tta=tta, scale=scale, **watch)
+
+    with pytest.raises(PredictionCancelled):
+        predict_tiled(counting, image, SETTINGS, progress=lambda *s: stages.append(s),
+                      stop=lambda: len(calls) >= 1 and stages[-1][0] == TILE)
+    assert len(calls) == 1 and stages[-1] == (TILE, 1, 3)

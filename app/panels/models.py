@@ -4,10 +4,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QProgressBar, QPushButton, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from cellseg.core.tiling.grid import TileSettings
 
 from .. import file_dialogs
 from ..icons import icon
@@ -69,6 +71,7 @@ class ModelsPanel(QWidget):
     model_changed = Signal(str, str, str)  # key, config, weights
     device_changed = Signal(str)
     precision_changed = Signal(str)  # "exact" or "fast"
+    tiling_changed = Signal(object)  # TileSettings, or None: every image whole
     run_requested = Signal()
     run_all_requested = Signal()
     cancel_requested = Signal()
@@ -114,6 +117,7 @@ class ModelsPanel(QWidget):
         self.fast.toggled.connect(
             lambda on: self.precision_changed.emit("fast" if on else "exact"))
         form.addRow("Precision", self.fast)
+        form.addRow("Tiles", self._tiles_row())
         self.device_label = QLabel("not loaded", self)
         form.addRow("Running on", self.device_label)
 
@@ -178,6 +182,54 @@ class ModelsPanel(QWidget):
     def model_paths(self, key: str) -> tuple[str, str]:
         c, w = self.rows[key]
         return c.text(), w.text()
+
+    def _tiles_row(self) -> QWidget:
+        """Tiled prediction for large images: on/off, tile side and overlap in image pixels."""
+        row = QWidget(self)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.tiled = QCheckBox("Tile images larger than", row)
+        self.tiled.setToolTip(
+            "Large images are predicted tile by tile at their own resolution instead of being "
+            "shrunk to the model's input size (cells of a 6,000 px field would shrink six-fold). "
+            "Cells cut by tile seams are merged, duplicates from the overlaps removed. Smaller "
+            "images are predicted whole, as without tiles. Changing it re-runs the models.")
+        self.tile_size = QSpinBox(row)
+        self.tile_size.setRange(128, 8192)
+        self.tile_size.setSingleStep(128)
+        self.tile_size.setValue(1024)
+        self.tile_size.setSuffix(" px")
+        self.tile_overlap = QSpinBox(row)
+        self.tile_overlap.setRange(0, 1024)
+        self.tile_overlap.setSingleStep(16)
+        self.tile_overlap.setValue(128)
+        self.tile_overlap.setPrefix("overlap ")
+        self.tile_overlap.setSuffix(" px")
+        self.tile_overlap.setToolTip("Pixels neighbouring tiles share: wider than the largest cell")
+        for w in (self.tiled, self.tile_size, self.tile_overlap):
+            layout.addWidget(w)
+        self.tiled.toggled.connect(self._emit_tiling)
+        self.tile_size.editingFinished.connect(self._emit_tiling)
+        self.tile_overlap.editingFinished.connect(self._emit_tiling)
+        return row
+
+    def tiling(self) -> TileSettings | None:
+        if not self.tiled.isChecked():
+            return None
+        overlap = min(self.tile_overlap.value(), self.tile_size.value() // 2)
+        return TileSettings(self.tile_size.value(), overlap, 1.0)
+
+    def set_tiling(self, tiling: TileSettings | None) -> None:
+        """Show ``tiling`` without emitting (the restored setting)."""
+        blockers = [QSignalBlocker(w) for w in (self.tiled, self.tile_size, self.tile_overlap)]
+        if tiling is not None:
+            self.tile_size.setValue(tiling.tile)
+            self.tile_overlap.setValue(tiling.overlap)
+        self.tiled.setChecked(tiling is not None)
+        del blockers
+
+    def _emit_tiling(self) -> None:
+        self.tiling_changed.emit(self.tiling())
 
     def set_device(self, device: str) -> None:
         if self.device.findText(device) < 0:

@@ -240,7 +240,11 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from ..progress import TILE
+
+        if stage != TILE:
+            return
         filled = self.WIDTH * done // max(total, 1)
         line = f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total}"
         if self.tty:

@@ -23,8 +23,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from ..structures import CroppedMasks, Instances
 from .box_fusion import BoxFusion
@@ -136,6 +134,10 @@ def _sample(probs: np.ndarray, boxes: np.ndarray, windows: np.ndarray, mh: int, 
             ) -> np.ndarray:
     """grid_sample of box-frame probabilities at the pixel centres of each window (float32
     arithmetic of Detectron2's paste: centre, normalised to the box into [-1, 1])."""
+    # torch only here: importing the post-processing (the app's start-up) must not load it
+    import torch
+    from torch.nn import functional as F
+
     p = torch.from_numpy(np.asarray(probs, np.float32))[:, None]
     b = torch.from_numpy(np.asarray(boxes, np.float32))
     win = torch.from_numpy(windows)

@@ -11,6 +11,7 @@ from ..project.annotations import ImageAnnotations
 from ..project.states import Edit
 from ..project.status import cells as cells_of
 from ..structures import Instances
+from ..tiling.grid import TileSettings
 from .sources import ImageEntry
 
 
@@ -29,8 +30,9 @@ class ImageState(str, Enum):
 @dataclass(frozen=True)
 class RawKey:
     """One raw model output: the image, the model slot and everything that changes the output
-    (checkpoint, device, precision, TTA). Outputs are cached under it, so post-processing never
-    re-runs a model."""
+    (checkpoint, device, precision, TTA, tiling). Outputs are cached under it, so
+    post-processing never re-runs a model. ``tile``: predict images larger than one tile tile by
+    tile (None: whole, resized as the config says)."""
 
     image: str
     model: str
@@ -39,6 +41,7 @@ class RawKey:
     device: str
     tta: bool
     precision: str = "exact"  # "exact" or "fast": fast outputs differ slightly, never mixed
+    tile: TileSettings | None = None
 
 
 @dataclass(frozen=True)
