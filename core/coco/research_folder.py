@@ -126,7 +126,8 @@ def coco_to_seed(coco: str | Path | CocoDataset, out_root: str | Path,
                  image_root: str | Path | None = None) -> dict:
     """Write one seed folder per image: ``class{k}.tif`` label images (uint16, or uint32 when
     labels exceed 65535) for every category k, plus ``image.tif`` when the image is found under
-    ``image_root`` (default: the COCO file's folder).
+    ``image_root`` (default: the COCO file's folder). Label images above 4096 x 4096 pixels are
+    written tiled and compressed, band by band (:mod:`cellseg.core.io.label_tiff`).
 
     Label values come from ``label_id`` where present, else 1..n in annotation order. Where
     instances of one class overlap, the later annotation wins; the number of such pixels is
@@ -135,6 +136,7 @@ def coco_to_seed(coco: str | Path | CocoDataset, out_root: str | Path,
     import tifffile
 
     from ..io.image import read_image
+    from ..io.label_tiff import write_label_tiff
 
     dataset = coco if isinstance(coco, CocoDataset) else load_coco(coco)
     if image_root is None and dataset.path is not None:
@@ -160,14 +162,9 @@ def coco_to_seed(coco: str | Path | CocoDataset, out_root: str | Path,
                 raise DataError(f"image {im.file_name}, category {dataset.categories[k].name}: "
                                 "duplicate label_id values")
             dtype = np.uint16 if (values.max(initial=0) < 2 ** 16) else np.uint32
-            label_img = np.zeros(im.size, dtype)
-            if len(sel):
-                masks = inst.masks[sel]
-                idx = masks.label_image(dtype=np.int64)
-                summary["overlap_pixels"] += int(masks.areas().sum() - (idx > 0).sum())
-                table = np.concatenate([[0], values]).astype(dtype)
-                label_img = table[idx]
-            tifffile.imwrite(folder / f"class{k + 1}.tif", label_img, compression=None)
+            masks = inst.masks[sel] if len(sel) else CroppedMasks.empty(im.size)
+            summary["overlap_pixels"] += write_label_tiff(folder / f"class{k + 1}.tif", masks,
+                                                          values, dtype)
         summary["instances"] += len(inst)
         summary["images"] += 1
         src = Path(image_root) / im.file_name if image_root is not None else None
