@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default); config: keep the config's solver/input settings")
     parser.add_argument("--image-root", help="folder the COCO file names are relative to "
                                              "(default: the JSON file's folder)")
+    parser.add_argument("--train-tiles", type=int, metavar="SIZE",
+                        help="train on tiles of SIZE px of the images larger than that (large "
+                             "fields and slides at native resolution; the grid tiled "
+                             "prediction uses), cut once into the run folder's data/")
+    parser.add_argument("--train-tile-overlap", type=int, metavar="PX",
+                        help="overlap of the training tiles (default: SIZE / 8)")
     parser.add_argument("--log-period", type=int, default=20,
                         help="iterations between metrics.json lines / progress lines")
     parser.add_argument("--eval-initial", action="store_true",
@@ -136,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         args.config, args.train, args.output, val=args.val, weights=args.weights,
         resume=args.resume, overrides=[tuple(o) for o in args.overrides],
         defaults=args.defaults, device=device, world_size=world, log_period=args.log_period,
-        eval_initial=args.eval_initial, image_root=args.image_root)
+        eval_initial=args.eval_initial, image_root=args.image_root, tiles=_tiles(args))
     for line in prepared.messages:
         print(line, flush=True)
     s = prepared.cfg.SOLVER
@@ -150,6 +156,23 @@ def run(args: argparse.Namespace) -> int:
            num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, backend=backend)
     return 0
+
+
+def _tiles(args: argparse.Namespace):
+    """--train-tiles / --train-tile-overlap as TileSettings (None without --train-tiles)."""
+    from cellseg.core.errors import ConfigError
+    from cellseg.core.tiling.grid import TileSettings
+
+    if args.train_tiles is None:
+        if args.train_tile_overlap is not None:
+            raise ConfigError("--train-tile-overlap needs --train-tiles")
+        return None
+    overlap = args.train_tile_overlap
+    try:
+        return TileSettings(args.train_tiles, args.train_tiles // 8 if overlap is None
+                            else overlap, 1.0)
+    except ValueError as exc:
+        raise ConfigError(f"--train-tiles/--train-tile-overlap: {exc}") from exc
 
 
 def loss_check(args: argparse.Namespace, device: str) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cellseg.core.config import load_config
 from cellseg.core.errors import ConfigError, DataError
+from cellseg.core.tiling.grid import TileSettings
 
 from .data import DataSource, check_same_classes, load_source
 from .worker import RunSpec
@@ -83,8 +84,13 @@ def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
                 val: str | None = None, weights: str | None = None, resume: bool = False,
                 overrides: list[tuple[str, str]] = (), defaults: str = "cells",
                 device: str = "cpu", world_size: int = 1, log_period: int = 20,
-                eval_initial: bool = False, image_root: str | None = None) -> PreparedRun:
-    """Check everything a run needs before any process starts; write the run's config.yaml."""
+                eval_initial: bool = False, image_root: str | None = None,
+                tiles: TileSettings | None = None) -> PreparedRun:
+    """Check everything a run needs before any process starts; write the run's config.yaml.
+
+    ``tiles``: train (and validate) on tiles of the images larger than one tile, cut once into
+    the run folder's ``data/`` (:func:`cellseg.core.coco.tiles.tile_dataset`).
+    """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     saved = output / "config.yaml"
@@ -101,6 +107,11 @@ def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
     data_dir = output / "data"
     train_src = load_source(train, data_dir, "train", image_root)
     val_src = load_source(val, data_dir, "val", image_root) if val else None
+    if tiles is not None:
+        train_src = _tiled(train_src, data_dir / "train_tiles", tiles)
+        val_src = _tiled(val_src, data_dir / "val_tiles", tiles) if val_src else None
+        messages.append(f"training on {len(train_src)} tiles of {tiles.tile} px "
+                        f"(overlap {tiles.overlap} px)")
     if val_src is not None:
         check_same_classes(train_src, val_src)
     fit_classes_to_data(cfg, train_src, overrides, messages)
@@ -131,6 +142,13 @@ def prepare_run(config: str | Path | None, train: str, output: str | Path, *,
         device=device, log_period=max(1, int(log_period)), eval_initial=eval_initial, seed=seed,
         class_names=list(train_src.class_names))
     return PreparedRun(cfg, spec, train_src, val_src, messages)
+
+
+def _tiled(source: DataSource, out_dir: Path, tiles: TileSettings) -> DataSource:
+    from cellseg.core.coco.tiles import tile_dataset
+
+    return DataSource(tile_dataset(source.dataset, source.image_root, out_dir, tiles), out_dir,
+                      source.spec)
 
 
 def _write_class_names(output: Path, names: list[str]) -> None:

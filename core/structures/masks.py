@@ -58,6 +58,34 @@ class CroppedMasks:
         return CroppedMasks((h, w), windows, data, _starts_of(windows))
 
     @staticmethod
+    def from_pixel_coordinates(image_size, owner: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                               n: int) -> "CroppedMasks":
+        """Build ``n`` masks from the set pixels ``(owner[i], ys[i], xs[i])``, each cropped to its
+        tight window (an instance without pixels gets an empty window at the origin).
+
+        Args:
+            image_size: (H, W).
+            owner: (P,) int instance index in ``[0, n)`` of each pixel; repeats are allowed.
+            ys, xs: (P,) int pixel coordinates inside the image.
+            n: the number of masks.
+        """
+        h, w = (int(v) for v in image_size)
+        owner = np.asarray(owner, np.int64)
+        ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
+        x0 = np.full(n, w, np.int64); y0 = np.full(n, h, np.int64)
+        x1 = np.zeros(n, np.int64); y1 = np.zeros(n, np.int64)
+        np.minimum.at(x0, owner, xs); np.minimum.at(y0, owner, ys)
+        np.maximum.at(x1, owner, xs + 1); np.maximum.at(y1, owner, ys + 1)
+        empty = x1 == 0
+        x0[empty] = y0[empty] = 0
+        windows = np.stack([x0, y0, x1, y1], axis=1)
+        starts = _starts_of(windows)
+        data = np.zeros(int(starts[-1]), bool)
+        ww = x1 - x0
+        data[starts[owner] + (ys - y0[owner]) * ww[owner] + (xs - x0[owner])] = True
+        return CroppedMasks((h, w), windows, data, starts)
+
+    @staticmethod
     def from_label_image(labels: np.ndarray) -> tuple["CroppedMasks", np.ndarray]:
         """Split an instance-label image (0 = background). Returns masks and their label ids."""
         labels = np.asarray(labels)

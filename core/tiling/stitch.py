@@ -268,19 +268,5 @@ def _merge(placed: Instances, groups: np.ndarray) -> Instances:
 def _union_masks(masks: CroppedMasks, member: np.ndarray, gid: np.ndarray, g: int
                  ) -> CroppedMasks:
     """Union of the members' masks per group, each cropped to its tight window."""
-    h, w = masks.image_size
     inst, ys, xs = masks[member].pixel_coordinates()
-    codes = np.unique(gid[inst] * (h * w) + ys * w + xs)
-    owner, pix = np.divmod(codes, h * w)
-    ys, xs = np.divmod(pix, w)
-    x0 = np.full(g, w, np.int64); y0 = np.full(g, h, np.int64)
-    x1 = np.zeros(g, np.int64); y1 = np.zeros(g, np.int64)
-    np.minimum.at(x0, owner, xs); np.minimum.at(y0, owner, ys)
-    np.maximum.at(x1, owner, xs + 1); np.maximum.at(y1, owner, ys + 1)
-    windows = np.stack([x0, y0, x1, y1], axis=1)
-    sizes = (x1 - x0) * (y1 - y0)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    data = np.zeros(int(starts[-1]), bool)
-    ww = x1 - x0
-    data[starts[owner] + (ys - y0[owner]) * ww[owner] + (xs - x0[owner])] = True
-    return CroppedMasks((h, w), windows, data, starts)
+    return CroppedMasks.from_pixel_coordinates(masks.image_size, gid[inst], ys, xs, g)
