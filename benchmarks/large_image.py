@@ -112,16 +112,11 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from cellseg.app.canvas import ImageCanvas
     from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
     from cellseg.core.project import edits as E
 
-    if args.canvas != "auto":
-        if not hasattr(ImageCanvas, "TILED_MIN_PIXELS"):
-            raise SystemExit("this canvas has no tiled path: use --canvas auto")
-        ImageCanvas.TILED_MIN_PIXELS = 0 if args.canvas == "tiled" else 1 << 62
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(AppSettings.from_file(Path(tempfile.mkdtemp()) / "settings.ini"))
     window.resize(1400, 900)
@@ -270,12 +265,16 @@ def main(argv=None) -> int:
 
     import tifffile
 
-    from cellseg.app.canvas import ImageCanvas
-
+    try:
+        from cellseg.app.canvas import tiled
+    except ImportError:  # the canvas before the tiled path
+        tiled = None
+    if args.canvas != "auto":
+        if tiled is None:
+            raise SystemExit("this canvas has no tiled path: use --canvas auto")
+        tiled.TILED_MIN_PIXELS = 0 if args.canvas == "tiled" else 1 << 62
     pixels = args.size * args.size
-    tiled_min = getattr(ImageCanvas, "TILED_MIN_PIXELS", None)
-    legacy = args.canvas == "legacy" or (args.canvas == "auto" and (
-        tiled_min is None or pixels < tiled_min))
+    legacy = tiled is None or not tiled.uses_tiles((args.size, args.size))
     if legacy and mem_available() < LEGACY_BYTES_PER_PIXEL * pixels:
         print(f"refusing: the one-image overlay needs ~{LEGACY_BYTES_PER_PIXEL * pixels / 2**30:.1f}"
               f" GiB at {args.size} px, MemAvailable is {mem_available() / 2**30:.1f} GiB",

@@ -79,7 +79,7 @@ class Overlay:
             size = self.labels.shape if self.labels.size else (0, 0)
         h, w = size
         if prepared is None or prepared[0].shape != (h, w):
-            prepared = prepare_labels(instances, (h, w))
+            prepared = _labels_and_codes(instances, (h, w))
         self.labels, code = prepared
         n = len(instances) if instances is not None else 0
         self._classes = (instances.classes.copy() if instances is not None
@@ -217,8 +217,18 @@ class Overlay:
 
 
 def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
-    """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe."""
+    """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe.
+    None for images the canvas draws tiled (they never get a full-size label image)."""
+    from .tiled import uses_tiles
+
     h, w = instances.image_size if instances is not None else image_size
+    if uses_tiles((h, w)):
+        return None
+    return _labels_and_codes(instances, (h, w))
+
+
+def _labels_and_codes(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image_size
     if instances is not None and instances.masks is not None and len(instances):
         order = np.argsort(instances.scores, kind="stable")
         labels = instances.masks.label_image(order=order, dtype=np.int32)
