@@ -245,3 +245,38 @@ def test_an_8k_image_with_8000_cells_stays_within_bounded_memory(qtbot, nuclei_d
     crop = inst.masks.crop(4321)
     yy, xx = np.argwhere(crop)[len(np.argwhere(crop)) // 2]
     assert c.overlay.instance_at(x0 + xx, y0 + yy) == 4321
+
+
+def test_image_tiles_come_from_the_files_pyramid_levels(tmp_path, qtbot, nuclei_image,
+                                                        monkeypatch):
+    """A pyramidal TIFF opened lazily: each display level reads the file's level nearest below
+    it (levels marked here by an offset so that striding level 0 would not match)."""
+    from cellseg.core.io.large import open_large
+
+    big = np.tile(nuclei_image, (2, 2))
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(big, tile=(256, 256), compression="zlib", subifds=2)
+        tw.write(big[::2, ::2] + 1, tile=(256, 256), compression="zlib", subfiletype=1)
+        tw.write(big[::4, ::4] + 2, tile=(256, 256), compression="zlib", subfiletype=1)
+    monkeypatch.setattr(tiled, "TILED_MIN_PIXELS", 0)
+    c = ImageCanvas()
+    qtbot.addWidget(c)
+    c.resize(400, 300)
+    c.show()
+    qtbot.waitExposed(c)
+    with open_large(path) as image:
+        c.set_image(image)
+        assert c.tiled and c.image_tiles.max_level == 2
+        t = c.image_tiles
+        assert np.array_equal(t.raw(0, 10, 20, 256, 256), big[20:276, 10:266])
+        assert np.array_equal(t.raw(1, 0, 0, 256, 100), big[:200:2, :512:2] + 1)
+        assert np.array_equal(t.raw(2, 3, 5, 50, 60), big[20:260:4, 12:212:4] + 2)
+        # what is painted is the contrast lookup of those values
+        grey = t.tile(1, 0, 0)
+        from cellseg.app.canvas import apply_contrast
+        want = apply_contrast(big[:512:2, :512:2] + 1, c.contrast)
+        got = np.frombuffer(grey.constBits(), np.uint32).reshape(256, 256) & 0xFF
+        assert np.array_equal(got, want)
+        c.fit_to_window()
+        assert not c.viewport().grab().toImage().isNull()
