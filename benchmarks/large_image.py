@@ -11,10 +11,14 @@ and opened the way the app opens images (``read_image`` in the loader thread); t
 (classes 0-3, random scores) are handed to the window as a result would be, with the editing
 controller installed (no project).
 
-Rows (wall-clock ms on whatever CPU runs it; the offscreen platform paints with Qt's raster
-engine, as a desktop without GPU compositing does; viewport ~1000x800):
+Rows: wall-clock ms on whatever CPU runs it, and the GUI thread's CPU time (``thread_time``:
+what a frame costs when the machine is not shared; on a busy machine wall-clock adds the wait
+for a core). The offscreen platform paints with Qt's raster engine, as a desktop without GPU
+compositing does; under Xvfb (``DISPLAY`` set) the real X11 platform is used. Viewport
+~1000x800.
 
-* open -> first paint: ``open_path`` until the image is read, plus the canvas showing the
+* open -> first paint: ``open_path`` until the image is read (loader thread) and handed to
+  ``canvas.set_image`` (display contrast, image layer), plus the canvas showing the
   instances (``canvas.set_instances``, what the window's ``_show`` does first) and the first
   synchronous repaint at fit (target < 2 s); then, listed apart, handing them to the window
   (``set_current_instances``), where the editing controller builds its editing model of them;
@@ -23,7 +27,8 @@ engine, as a desktop without GPU compositing does; viewport ~1000x800):
   100%; zoom steps around fit; panning 40 px steps at 100%; hover (a mouse move over cells: hit
   test, hover outline, status bar); brush mouse moves at 100% (editing model + overlay rectangle
   + repaint, as ``benchmarks/brush.py``);
-* peak RSS of the process (``ru_maxrss``) and RSS after opening;
+* resident memory before and after opening, and its peak per phase (Linux ``VmHWM``, reset
+  between phases);
 * tiled prediction (``cellseg.core.tiling.predict_tiled``, 512 px tiles, 64 px overlap) of a
   ``--predict-size`` crop of the mosaic with each Detectron2 fixture model on the CPU, seconds
   per megapixel.
@@ -37,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -59,11 +63,20 @@ def mem_available() -> int:
     return 0
 
 
-def rss() -> int:
+def rss(field: str = "VmRSS") -> int:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM), bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def reset_peak() -> None:
+    """Start VmHWM afresh (Linux: "5" to clear_refs), so a peak belongs to one phase."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def mosaic(size: int, seed: int = 0):
@@ -92,7 +105,8 @@ def mosaic(size: int, seed: int = 0):
     masks = CroppedMasks((size, size), windows, np.tile(one.data, k * k), starts)
     rng = np.random.default_rng(seed)
     n = len(windows)
-    inst = Instances((size, size), masks.tight_boxes(), rng.uniform(0.05, 1, n),
+    boxes = (one.tight_boxes()[None] + shift).reshape(-1, 4)
+    inst = Instances((size, size), boxes, rng.uniform(0.05, 1, n),
                      rng.integers(0, 4, n), masks)
     return np.tile(image, (k, k)), inst
 
@@ -141,7 +155,8 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     canvas = window.canvas
     viewport = canvas.viewport()
     app.processEvents()
-    mem = {"rss before open": rss()}
+    mem = {"peak rss: set-up (mosaic, window)": rss("VmHWM"), "rss before open": rss()}
+    reset_peak()
     rows = []
 
     def row(name, clocks, target=16.0):
@@ -155,10 +170,13 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     with Clock() as show:
         canvas.set_instances(inst)  # what the window's _show does first
         viewport.repaint()
+    mem["peak rss: open + canvas first paint"] = rss("VmHWM")
+    reset_peak()
     with Clock() as ann:  # then the editing controller builds its model of the instances
         window.set_current_instances(inst, edited=False)
         viewport.repaint()
-    rows.append(("open: read image (loader thread)", read.wall, None, None, None))
+    mem["peak rss: + editing model (controller)"] = rss("VmHWM")
+    rows.append(("open: read + canvas.set_image", read.wall, None, None, None))
     rows.append(("open: canvas shows instances + paints", show.wall, None, (show.cpu, None),
                  None))
     rows.append(("open -> first paint (read + canvas)", read.wall + show.wall, None, None,
@@ -167,6 +185,7 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     if args.screenshots:
         shot(app, window, args.screenshots / f"large_{args.size}_fit.png")
     mem["rss after open"] = rss()
+    reset_peak()
     if c.ann is None or len(c.ann) != len(inst):
         raise SystemExit("the editing controller did not take the instances")
 
@@ -252,7 +271,7 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
         viewport.repaint()
     rows.append(("brush release: commit + refresh", commit.wall, None, (commit.cpu, None), None))
     mem["rss end"] = rss()
-    mem["peak rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mem["peak rss: toggles, pan, hover, brush"] = rss("VmHWM")
     window._edited.clear()  # the benchmark's stroke is not worth a "save?" question
     window.close()
     return rows, mem
@@ -310,8 +329,10 @@ def main(argv=None) -> int:
         tiled.TILED_MIN_PIXELS = 0 if args.canvas == "tiled" else 1 << 62
     pixels = args.size * args.size
     legacy = tiled is None or not tiled.uses_tiles((args.size, args.size))
-    if legacy and mem_available() < LEGACY_BYTES_PER_PIXEL * pixels:
-        print(f"refusing: the one-image overlay needs ~{LEGACY_BYTES_PER_PIXEL * pixels / 2**30:.1f}"
+    # half again as much free: the machine may be shared, and others need memory too
+    if legacy and mem_available() < 1.5 * LEGACY_BYTES_PER_PIXEL * pixels:
+        need = LEGACY_BYTES_PER_PIXEL * pixels / 2**30
+        print(f"refusing: the one-image overlay needs ~{need:.1f}"
               f" GiB at {args.size} px, MemAvailable is {mem_available() / 2**30:.1f} GiB",
               file=sys.stderr)
         return 3
@@ -329,7 +350,8 @@ def main(argv=None) -> int:
         tmp.rmdir()
     kind = "legacy one-image overlay" if legacy else "tiled multiscale canvas"
     print(f"large image: {args.size}x{args.size} uint16, {len(inst)} instances, {kind} "
-          f"(Qt {os.environ.get('QT_QPA_PLATFORM', 'xcb')}, mosaic made and written in {made:.1f} s)")
+          f"(Qt {os.environ.get('QT_QPA_PLATFORM', 'xcb')}, mosaic made and written in "
+          f"{made:.1f} s)")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; wall-clock median "
           "and p95, and the GUI thread's CPU time (median, p95)")
     print(f"{'measure':40} {'median ms':>10} {'p95 ms':>8} {'cpu ms':>8} {'cpu p95':>8}  target")
