@@ -24,7 +24,8 @@ compositing does; under Xvfb (``DISPLAY`` set) the real X11 platform is used. Vi
   (``set_current_instances``), where the editing controller builds its editing model of them;
 * each of these is the action plus a synchronous ``viewport().repaint()``, median and p95 of
   ``--repeat`` (target < 16 ms): overlay toggles (opacity, class visibility, on/off) at fit and at
-  100%; zoom steps around fit; panning 40 px steps at 100%; hover (a mouse move over cells: hit
+  100%, and opacity at 51% (the costliest scale: level 0 still, ~4 image pixels a screen
+  pixel); zoom steps around fit; panning 40 px steps at 100%; hover (a mouse move over cells: hit
   test, hover outline, status bar); brush mouse moves at 100% (editing model + overlay rectangle
   + repaint, as ``benchmarks/brush.py``);
 * resident memory before and after opening, and its peak per phase (Linux ``VmHWM``, reset
@@ -220,6 +221,15 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     toggles("fit")
     row("fit: hover mouse move", timed(hover))
     row("fit: zoom step in/out", timed(lambda k: canvas.zoom_by(1.25 if k % 2 == 0 else 0.8)))
+
+    # the costliest scale: just above 50%, level 0 still shows ~4 image pixels per screen pixel
+    canvas.zoom_1to1()
+    canvas.zoom_by(0.51)
+    app.processEvents()
+    viewport.repaint()
+    row("51%: opacity change", timed(
+        lambda k: canvas.set_overlay_style(opacity=0.3 if k % 2 else 0.6)))
+    canvas.set_overlay_style(opacity=0.45)
 
     canvas.zoom_1to1()
     h, w = inst.image_size

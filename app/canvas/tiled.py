@@ -491,7 +491,8 @@ class TileLayer(QGraphicsItem):
         if exposed.isEmpty():
             return
         scale = painter.worldTransform().m11()
-        level = level_for(scale, src.max_level)
+        # on a high-DPI screen a scene pixel covers several device pixels: pick by those
+        level = level_for(scale * painter.device().devicePixelRatioF(), src.max_level)
         s = 1 << level
         span = src.tile_size * s  # image pixels per tile side
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from PySide6.QtCore import QPoint
+from PySide6.QtCore import QPoint, Qt
 
 from cellseg.app.canvas import ImageCanvas, tiled
 from cellseg.app.canvas.overlay import Overlay, prepare_labels
@@ -176,13 +176,19 @@ def test_hover_and_click_report_the_same_instance(two_canvases, qtbot, overlappi
     for c in two_canvases:
         c.zoom_1to1()
         c.center_on_pixel(256, 256)
-        seen = []
+        seen, clicked = [], []
         c.cursor_moved.connect(lambda x, y, v, i: seen.append((x, y, i)))
+        c.instance_clicked.connect(clicked.append)
         for k in range(0, 400, 7):
             qtbot.mouseMove(c.viewport(), QPoint(50 + k, 40 + (k * 3) % 300))
-        results.append(seen)
+        for k in range(0, 400, 23):
+            qtbot.mouseClick(c.viewport(), Qt.MouseButton.LeftButton,
+                             pos=QPoint(60 + k, 50 + (k * 7) % 300))
+        results.append((seen, clicked))
     assert results[0] == results[1]
-    assert sum(i >= 0 for _, _, i in results[0]) > 10
+    seen, clicked = results[0]
+    assert sum(i >= 0 for _, _, i in seen) > 10
+    assert len(clicked) == len(range(0, 400, 23)) and sum(i >= 0 for i in clicked) > 3
 
 
 # ------------------------------------------------------------------------ large images
