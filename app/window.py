@@ -793,7 +793,8 @@ class MainWindow(QMainWindow):
             return
         c = int(inst.classes[index])
         name = self.class_names[c] if c < len(self.class_names) else f"class {c}"
-        area = int(inst.masks.areas()[index]) if inst.masks is not None else 0
+        # the hovered instance's own crop: areas() of all would sum every mask per mouse move
+        area = int(np.count_nonzero(inst.masks.crop(index))) if inst.masks is not None else 0
         ident = self.instance_id(index)
         self.instance_label.setText(f"#{ident} {name}  score {inst.scores[index]:.2f}  "
                                     f"area {area} px")

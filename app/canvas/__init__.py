@@ -3,15 +3,20 @@
 Names other parts of the app (editing tools, undo commands) rely on -- keep them stable:
 
 ``window.canvas`` : :class:`ImageCanvas` (a QGraphicsView)
-    ``canvas.set_image(array, contrast=None, fit=True)``  show an image as read (any dtype)
+    ``canvas.set_image(array, contrast=None, fit=True)``  show an image as read (any dtype,
+                                                           or a lazily read ``LargeImage``)
     ``canvas.set_instances(instances, selected=set())``    full overlay update
     ``canvas.overlay``                                     :class:`Overlay`:
         ``overlay.labels``  (H, W) int32, instance index + 1 per pixel (0 = background); a tool
-                            may write into it, then call
+                            may write a window of it (``labels[y0:y1, x0:x1] = values``; on
+                            tiled large images that is all it takes, kept as patches), then call
         ``overlay.update_region(x0, y0, x1, y1)``  re-render only that rectangle (cheap: a brush
                             dab on a 2048x2048 image re-renders in well under 16 ms)
         ``overlay.instance_at(x, y)``  instance index under an image pixel, or -1
         ``overlay.set_style(opacity=..., fill=..., contours=..., colour_by=..., hidden_classes=...)``
+    ``canvas.tiled``  True for images of at least ``tiled.TILED_MIN_PIXELS`` (4096 x 4096):
+        drawn per tile from pyramid levels, ``canvas.overlay`` is then a
+        :class:`tiled.TiledOverlay` (the same API without full-size buffers)
     ``canvas.set_tool(tool or None)``  while set, the canvas calls
         ``tool.mouse_press(x, y, event)``, ``tool.mouse_move(x, y, event)``,
         ``tool.mouse_release(x, y, event)`` with x, y float IMAGE pixel coordinates; a tool

@@ -98,7 +98,6 @@ class BoxesLayer(QGraphicsItem):
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
         self._boxes = np.zeros((0, 4), np.float32)
         self._texts: list[str] = []
-        self._rects: list[QRectF] = []
         self._visible = np.zeros(0, bool)
         self._size = (0, 0)
         self.show_boxes = False
@@ -115,8 +114,6 @@ class BoxesLayer(QGraphicsItem):
         self._boxes = instances.boxes if instances is not None else np.zeros((0, 4), np.float32)
         self._visible = (np.ones(len(self._boxes), bool) if visible is None
                          else np.asarray(visible, bool))
-        b = self._boxes
-        self._rects = [QRectF(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in b.tolist()]
         self._texts = []
         self.update()
 
@@ -164,7 +161,9 @@ class BoxesLayer(QGraphicsItem):
             pen.setWidthF(1.0)
             painter.setPen(pen)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRects([self._rects[i] for i in idx])
+            # rectangles only for the boxes exposed (32,000 QRectF per result would cost ~50 ms)
+            painter.drawRects([QRectF(x0, y0, x1 - x0, y1 - y0)
+                               for x0, y0, x1, y1 in b[idx].tolist()])
         scale = painter.worldTransform().m11()
         # text is per instance by nature: only for what is on screen and legible
         if (self.show_labels or self.show_scores) and scale >= 0.5 and len(idx) <= 2000:

@@ -90,7 +90,7 @@ class Overlay:
             size = self.labels.shape if self.labels.size else (0, 0)
         h, w = size
         if prepared is None or prepared[0].shape != (h, w):
-            prepared = prepare_labels(instances, (h, w))
+            prepared = _labels_and_codes(instances, (h, w))
         self.labels, code = prepared
         n = len(instances) if instances is not None else 0
         self._classes = (instances.classes.copy() if instances is not None
@@ -244,8 +244,18 @@ class Overlay:
 
 
 def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
-    """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe."""
+    """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe.
+    None for images the canvas draws tiled (they never get a full-size label image)."""
+    from .tiled import uses_tiles
+
     h, w = instances.image_size if instances is not None else image_size
+    if uses_tiles((h, w)):
+        return None
+    return _labels_and_codes(instances, (h, w))
+
+
+def _labels_and_codes(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image_size
     if instances is not None and instances.masks is not None and len(instances):
         order = np.argsort(instances.scores, kind="stable")
         labels = instances.masks.label_image(order=order, dtype=np.int32)
@@ -289,12 +299,16 @@ def _edge_code(labels: np.ndarray, borders=(True, True, True, True),
     return code
 
 
-def _hatch(shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) int32 view: 2 on the hatch lines (x + y) % HATCH_PERIOD < HATCH_WIDTH, else 0.
+def _hatch(shape: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(H, W) int32 view: 2 on the hatch lines (x + y) % HATCH_PERIOD < HATCH_WIDTH, else 0,
+    for the rectangle whose top-left pixel is ``origin`` (x, y) of the image (or of a pyramid
+    level: the tiled canvas), so that rectangles cut from one image continue each other's lines.
 
     Pixel (x, y) only depends on x + y, so the whole pattern is a strided view of one line of
     H + W values (row y starts y values further on): no per-pixel work and no memory."""
     h, w = shape
-    line = np.where(np.arange(h + w) % HATCH_PERIOD < HATCH_WIDTH, 2, 0).astype(np.int32)
+    start = int(origin[0]) + int(origin[1])
+    line = np.where((np.arange(h + w) + start) % HATCH_PERIOD < HATCH_WIDTH, 2,
+                    0).astype(np.int32)
     return np.lib.stride_tricks.as_strided(line, (h, w), (line.strides[0], line.strides[0]),
                                            writeable=False)

@@ -1,5 +1,10 @@
 """The zoomable, pannable image canvas: image layer + overlay layer + boxes + ticks of accepted
-instances + hover outline."""
+instances + hover outline.
+
+Images below :data:`~.tiled.TILED_MIN_PIXELS` are drawn as one image and one overlay image
+(:class:`Overlay`); larger ones through the multiscale tiles of :mod:`.tiled`
+(:class:`TiledOverlay`, same API), so memory and frame time do not grow with the image.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +17,7 @@ from cellseg.core.structures import Instances
 from .contrast import Contrast, apply_contrast, auto_contrast
 from .layers import BoxesLayer, HoverLayer, RasterLayer, TickLayer, grey_or_rgb_qimage
 from .overlay import Overlay
+from .tiled import ImageTiles, TiledOverlay, TileLayer, uses_tiles
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
@@ -48,13 +54,24 @@ class ImageCanvas(QGraphicsView):
         self.boxes_layer = BoxesLayer()
         self.tick_layer = TickLayer()
         self.hover_layer = HoverLayer()
+        self.tile_image_layer = TileLayer(smooth_when_zoomed_out=True)
+        self.tile_overlay_layer = TileLayer()
         for z, item in enumerate((self.image_layer, self.overlay_layer, self.boxes_layer,
                                   self.tick_layer, self.hover_layer)):
             item.setZValue(z)
             self.scene().addItem(item)
+        for z, item in ((0, self.tile_image_layer), (1, self.tile_overlay_layer)):
+            item.setZValue(z)
+            item.setVisible(False)
+            self.scene().addItem(item)
 
-        self.overlay = Overlay()
-        self.overlay.add_listener(self._overlay_changed)
+        self._flat_overlay = Overlay()
+        self._flat_overlay.add_listener(self._overlay_changed)
+        self._tiled_overlay = TiledOverlay()
+        self._tiled_overlay.add_listener(self._tiles_changed)
+        self.overlay: Overlay = self._flat_overlay
+        self.image_tiles: ImageTiles | None = None
+        self.tiled = False
         self.image: np.ndarray | None = None
         self.contrast: Contrast | None = None
         self._display: np.ndarray | None = None
@@ -65,16 +82,21 @@ class ImageCanvas(QGraphicsView):
     # ------------------------------------------------------------------ image and contrast
     def set_image(self, image: np.ndarray | None, contrast: Contrast | None = None,
                   fit: bool = True) -> None:
-        """Show ``image`` (as read, any dtype) with ``contrast`` or an automatic stretch."""
+        """Show ``image`` (as read, any dtype; or a ``LargeImage`` read a tile at a time) with
+        ``contrast`` or an automatic stretch."""
         self.image = image
         self.viewport().update()  # the empty-canvas hint comes or goes
+        self.image_tiles = None
         if image is None:
             self.contrast = None
             self._display = None
             self.image_layer.set_image(None)
+            self.tile_image_layer.set_source(None)
             self.set_instances(None)
             return
-        self.contrast = contrast if contrast is not None else auto_contrast(image)
+        self._use_tiles(uses_tiles(image.shape))
+        sample = image.overview() if hasattr(image, "overview") else image
+        self.contrast = contrast if contrast is not None else auto_contrast(sample)
         self._redisplay()
         h, w = image.shape[:2]
         self.scene().setSceneRect(QRectF(0, 0, w, h))
@@ -88,6 +110,14 @@ class ImageCanvas(QGraphicsView):
         self._redisplay()
 
     def _redisplay(self) -> None:
+        if self.tiled:
+            if self.image_tiles is None:
+                self.image_tiles = ImageTiles(self.image, self.contrast)
+                self.tile_image_layer.set_source(self.image_tiles)
+            else:
+                self.image_tiles.set_contrast(self.contrast)
+                self.tile_image_layer.update()
+            return
         self._display = np.ascontiguousarray(apply_contrast(self.image, self.contrast))
         self.image_layer.set_image(grey_or_rgb_qimage(self._display), keep=self._display)
 
@@ -101,6 +131,23 @@ class ImageCanvas(QGraphicsView):
         self.overlay.set_instances(instances, selected, image_size=size, prepared=prepared)
         self.boxes_layer.set_instances(instances, self.overlay.visible_instances(), size)
         self.hover_layer.set_instance(None, -1)
+
+    def _use_tiles(self, on: bool) -> None:
+        """Switch between the one-image and the tiled drawing; the unused one lets go of its
+        buffers, the overlay style carries over."""
+        if on == self.tiled:
+            return
+        old, self.tiled = self.overlay, on
+        self.overlay = self._tiled_overlay if on else self._flat_overlay
+        self.overlay.style = old.style
+        old.set_instances(None, image_size=(0, 0))
+        self._display = None
+        self.image_layer.set_image(None)
+        self.tile_image_layer.set_source(None)
+        for item in (self.image_layer, self.overlay_layer):
+            item.setVisible(not on)
+        for item in (self.tile_image_layer, self.tile_overlay_layer):
+            item.setVisible(on)
 
     @property
     def instances(self) -> Instances | None:
@@ -118,8 +165,14 @@ class ImageCanvas(QGraphicsView):
         self.boxes_layer.class_names = list(names)
         self.boxes_layer.update()
 
+    def _tiles_changed(self, rect) -> None:
+        if rect is None:  # new instances (maybe a new size) or a new colour table
+            self.tile_overlay_layer.set_source(self._tiled_overlay)
+        else:
+            self.tile_overlay_layer.update_rect(rect)
+
     def _overlay_changed(self, rect) -> None:
-        image = self.overlay.image
+        image = self._flat_overlay.image
         if rect is None or self.overlay_layer.image() is not image:
             self.overlay_layer.set_image(image)
             # review states, visibility or instances changed: the ticks follow (a brush dab,
