@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                    required=True)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    from cellseg.core.coco import load_coco
+    from cellseg.core.coco.dataset import load_coco
     from cellseg.core.engine import load_predictor
     from cellseg.core.evaluation.coco_eval import evaluate
     from cellseg.core.io.image import read_image

@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--shared", type=Path,
                    default=Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")))
     args = p.parse_args(argv)
-    from cellseg.core.coco import CocoImage, write_coco
+    from cellseg.core.coco.dataset import CocoImage
+    from cellseg.core.coco.writer import write_coco
     from cellseg.core.io.image import to_uint8
 
     image = to_uint8(tifffile.imread(args.shared / "data" / "nuclei" / "img2d.tif"))

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import torch
 
-from cellseg.core.coco import load_coco
+from cellseg.core.coco.dataset import load_coco
 from cellseg.core.io.image import to_uint8
 
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging"

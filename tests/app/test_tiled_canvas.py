@@ -82,10 +82,13 @@ def test_zoomed_out_levels_sample_the_same_labels_and_colours(overlapping):
     for level in (1, 2, 3):
         s = 1 << level
         codes = tile_codes(tiles, level)
-        assert np.array_equal(codes // 2, flat.labels[::s, ::s])
+        assert np.array_equal(codes // 4, flat.labels[::s, ::s])
         argb = tile_argb(tiles, level)
         assert np.array_equal(argb, flat._lut[codes])
         fill = (codes % 2 == 0) & (flat._code[::s, ::s] % 2 == 0)
+        # the hatch of rejected instances is laid out in the level's own pixels (lines stay
+        # lines when zoomed out), so compare where both have the same stripe bit
+        fill &= (codes & 2) == (flat._code[::s, ::s] & 2)
         assert fill.mean() > 0.5
         assert np.array_equal(argb[fill], flat._buffer[::s, ::s][fill])
 
