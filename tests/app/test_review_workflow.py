@@ -512,9 +512,11 @@ def test_item10_rejected_hatched_accepted_ticked_others_unchanged(qtbot, window,
                 assert 0.1 < reddish.mean() < 0.7, (zoom, reddish.mean())  # lines, not a blob
 
     # ticks follow the state, the class visibility and the overlay switch
-    window.legend.set_class_visible(0, False)
+    # the user unticks / ticks the class in the Legend
+    legend_item = window.legend.tree.topLevelItem(0)
+    legend_item.setCheckState(0, Qt.CheckState.Unchecked)
     assert len(canvas.tick_layer.centres()) == 0
-    window.legend.set_class_visible(0, True)
+    legend_item.setCheckState(0, Qt.CheckState.Checked)
     assert len(canvas.tick_layer.centres()) == 1
     window.display_panel.show_overlay.setChecked(False)
     assert len(canvas.tick_layer.centres()) == 0
