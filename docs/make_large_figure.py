@@ -1,7 +1,7 @@
 """Screenshots of a large image predicted tile by tile (issue 14): docs/large_tiled_*.png.
 
 A 4096 x 4096 16-bit mosaic of the nuclei image (8 x 8 copies, written as a tiled TIFF) is
-opened in the app with the PointRend demo model and Models > Tiles on (1024 px, overlap 128):
+opened in the app with the PointRend demo model and Models > Tiles on (512 px, overlap 64):
 one shot while the tiles run (the status bar counts them), one at fit and one at 100% when done:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_large_figure.py ../shared/data/nuclei docs
@@ -51,14 +51,14 @@ def main(nuclei: str, out: str) -> None:
     panel = window.models_panel
     window.set_model("pointrend", str(DEMO / "config.yaml"), str(DEMO / "model_final.pth"))
     window.post_panel.set_model_choice("pointrend")
-    panel.tile_size.setValue(1024)
-    panel.tile_overlap.setValue(128)
+    panel.tile_size.setValue(512)
+    panel.tile_overlap.setValue(64)
     panel.tiled.setChecked(True)
     tiles = []
     window.service.run_progress.connect(
         lambda key, stage, done, total: stage == TILE and tiles.append((done, total)))
     window.open_path(folder)
-    wait_for(app, lambda: tiles and tiles[-1][0] >= 7)
+    wait_for(app, lambda: tiles and tiles[-1][0] >= 30)
     app.processEvents()
     window.grab().save(str(out / "large_tiled_progress.png"))
     print("progress:", window.run_label.text())
