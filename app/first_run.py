@@ -7,7 +7,7 @@
   is looked for next to the dropped one), and images / folders / COCO ``.json`` to open;
 * tooltips on every toggle saying what it does and what it costs.
 
-``install_first_run(window)`` wires all of it (and File > Open sample) into a ``MainWindow``.
+:class:`FirstRun` (built by ``app.assembly`` with the window) wires all of it.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout
 
 from cellseg.core.errors import CellsegError
 
-from .sample import install_sample, open_sample
+from .sample import open_sample
 
 CONFIG_SUFFIXES = {".yaml", ".yml"}
 WEIGHTS_SUFFIXES = {".pth", ".pkl"}
@@ -179,9 +179,10 @@ class DropHandler(QObject):
     local file URLs are taken; everything else goes on as usual.
     """
 
-    def __init__(self, window) -> None:
+    def __init__(self, window, first_run: "FirstRun") -> None:
         super().__init__(window)
         self.window = window
+        self.first_run = first_run
         self.pending_config: str | None = None
         self.pending_weights: str | None = None
         window.setAcceptDrops(True)
@@ -247,7 +248,7 @@ class DropHandler(QObject):
                          ".json, or a Detectron2 config.yaml and checkpoint (.pth/.pkl)")
         if messages:
             w.statusBar().showMessage("; ".join(messages), 15000)
-        update_guidance(w)
+        self.first_run.update()
         return plan
 
 
@@ -259,7 +260,7 @@ def _local_paths(mime) -> list[str]:
 
 # ---------------------------------------------------------------------- guidance box
 class Guidance(QFrame):
-    def __init__(self, window) -> None:
+    def __init__(self, window, sample_tip: str) -> None:
         super().__init__(window.models_panel)
         self.setObjectName("first-run-guidance")
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -269,7 +270,7 @@ class Guidance(QFrame):
         self.label.setWordWrap(True)
         self.label.setTextFormat(Qt.TextFormat.RichText)
         self.sample_button = QPushButton("Open sample", self)
-        self.sample_button.setToolTip(window.actions["open_sample"].toolTip())
+        self.sample_button.setToolTip(sample_tip)
         self.sample_button.clicked.connect(lambda: open_sample(window))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 8)
@@ -282,22 +283,26 @@ def has_any_model(window) -> bool:
     return any(all(panel.model_paths(k)) for k in panel.rows)
 
 
-def update_guidance(window) -> None:
-    guidance = getattr(window, "guidance", None)
-    if guidance is not None:
-        guidance.setVisible(not has_any_model(window))
+class FirstRun:
+    """File > Open sample's companions: the guidance box (at the top of the Models panel, while
+    no model is set), drag-and-drop onto the window, and the controls' tooltips.
 
+    Args:
+        window: the review window (its Models panel, model and open commands).
+        sample_tip: what Open sample does (the button says it too).
+    """
 
-def install_first_run(window):
-    """File > Open sample, the guidance box, drag-and-drop and tooltips; returns the drop
-    handler (also ``window.drops``)."""
-    install_sample(window)
-    window.guidance = Guidance(window)
-    window.models_panel.layout().insertWidget(0, window.guidance)
-    for config, weights in window.models_panel.rows.values():
-        for row in (config, weights):
-            row.edit.textChanged.connect(lambda _=None: update_guidance(window))
-    update_guidance(window)
-    apply_tooltips(window)
-    window.drops = DropHandler(window)
-    return window.drops
+    def __init__(self, window, sample_tip: str) -> None:
+        self.window = window
+        self.guidance = Guidance(window, sample_tip)
+        window.models_panel.layout().insertWidget(0, self.guidance)
+        for config, weights in window.models_panel.rows.values():
+            for row in (config, weights):
+                row.edit.textChanged.connect(lambda _=None: self.update())
+        apply_tooltips(window)
+        self.drops = DropHandler(window, self)
+        self.update()
+
+    def update(self) -> None:
+        """Guidance while no model slot is filled."""
+        self.guidance.setVisible(not has_any_model(self.window))

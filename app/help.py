@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QTableWidget,
                                QTableWidgetItem, QVBoxLayout)
 
@@ -15,25 +14,13 @@ def app_version() -> str:
         return "unknown (not installed)"
 
 
-def shortcut_rows(window) -> list[tuple[str, str]]:
-    """(keys, action) for every action of the window that has a shortcut, read from the live
-    actions, so the list is what the keys really do (menus, toolbar and window-wide keys)."""
-    rows = {}
-    for action in window.findChildren(QAction):
-        keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()]
-        text = action.text().replace("&", "").rstrip("…").strip()
-        if keys and text:
-            rows[(", ".join(keys), text)] = None
-    return sorted(rows, key=lambda r: r[1].lower())
-
-
 class ShortcutsDialog(QDialog):
     """Help > Keyboard shortcuts: a searchable-by-eye table of keys and what they do."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
+    def __init__(self, rows: list[tuple[str, str]], parent=None) -> None:
+        """``rows``: (keys, action), e.g. :meth:`ActionRegistry.shortcut_rows`."""
+        super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = shortcut_rows(window)
         self.table = QTableWidget(len(rows), 2, self)
         self.table.setHorizontalHeaderLabels(["Keys", "Action"])
         self.table.verticalHeader().hide()

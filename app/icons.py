@@ -15,6 +15,7 @@ _NAMES = {
     "redo": "mdi6.redo", "reviewed": "mdi6.check-circle", "predicted": "mdi6.robot",
     "edited": "mdi6.pencil", "annotated": "mdi6.tag-outline", "not_run": "mdi6.circle-outline", "running": "mdi6.timer-sand",
     "error": "mdi6.alert-circle", "next": "mdi6.chevron-right", "previous": "mdi6.chevron-left",
+    "sample": "mdi6.microscope",
 }
 _COLOURS = {"reviewed": "#2e9e44", "predicted": "#3b7dd8", "edited": "#d08a1a", "annotated": "#3b7dd8",
             "error": "#c0392b", "not_run": "#888888", "running": "#888888"}

@@ -1,18 +1,16 @@
 """File > Import and File > Export: every exchange format of :mod:`cellseg.core.interop` (and
 COCO / label TIFFs) on the open project.
 
-``install_interop(window)`` (after ``install_editing``) adds the two submenus; each action asks
-for a file or folder and runs the core function on the editing controller's project. Imports are
-all or nothing: a bad file shows its one-line message in the window's banner and leaves the
-project unchanged.
+``app.actions`` makes the two submenus' actions from :data:`IMPORTS` and :data:`EXPORTS`; each
+asks for a file or folder (:func:`ask_import`, :func:`ask_export`) and runs the core function
+on the editing controller's project. Imports are all or nothing: a bad file shows its one-line
+message in the window's banner and leaves the project unchanged.
 """
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
+from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from cellseg.core.errors import CellsegError
 
@@ -32,30 +30,6 @@ EXPORTS = [
     ("geojson", "QuPath GeoJSON…"),
     ("cellpose", "cellpose masks…"),
 ]
-
-
-def install_interop(window) -> tuple[QMenu, QMenu]:
-    """Add File > Import and File > Export; actions are ``window.actions['import_<fmt>']`` and
-    ``window.actions['export_<fmt>']``."""
-    file_menu = window.menuBar().actions()[0].menu()
-    anchor = window.actions.get("screenshot")
-    import_menu = QMenu("&Import into project", window)
-    export_menu = QMenu("&Export project", window)
-    for key, text, filt in IMPORTS:
-        action = QAction(text, window)
-        action.triggered.connect(partial(_ask_import, window, key, filt))
-        import_menu.addAction(action)
-        window.actions[f"import_{key}"] = action
-    for key, text in EXPORTS:
-        action = QAction(text, window)
-        action.triggered.connect(partial(_ask_export, window, key))
-        export_menu.addAction(action)
-        window.actions[f"export_{key}"] = action
-    file_menu.insertMenu(anchor, import_menu)
-    file_menu.insertMenu(anchor, export_menu)
-    file_menu.insertSeparator(anchor)
-    window.import_menu, window.export_menu = import_menu, export_menu
-    return import_menu, export_menu
 
 
 def import_into_project(window, fmt: str, path: str | Path, score_threshold: float = 0.5
@@ -105,7 +79,9 @@ def export_project(window, fmt: str, path: str | Path) -> bool:
     return True
 
 
-def _ask_import(window, fmt: str, filt: str, checked: bool = False) -> None:
+def ask_import(window, fmt: str) -> None:
+    """File > Import into project > ``fmt``: ask for the file, then :func:`import_into_project`."""
+    filt = next(f for k, _, f in IMPORTS if k == fmt)
     path, _ = QFileDialog.getOpenFileName(window, "Import into project", "", filt)
     if not path:
         return
@@ -119,7 +95,8 @@ def _ask_import(window, fmt: str, filt: str, checked: bool = False) -> None:
     import_into_project(window, fmt, path, threshold)
 
 
-def _ask_export(window, fmt: str, checked: bool = False) -> None:
+def ask_export(window, fmt: str) -> None:
+    """File > Export project > ``fmt``: ask where, then :func:`export_project`."""
     if fmt == "coco":
         path, _ = QFileDialog.getSaveFileName(window, "Export COCO", "annotations.json",
                                               "COCO (*.json)")

@@ -66,19 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from .window import MainWindow
 
     settings = AppSettings.from_file(args.settings) if args.settings else AppSettings()
+    # tools, review dock, undo history, Project and Train menus, import/export, File > Open
+    # sample, first-run guidance and drag-and-drop: all built by the window (app.assembly)
     window = MainWindow(settings)
-    from .editing import install_editing
-
-    install_editing(window)  # tools, review dock, undo history, Project menu
-    from .interop_menu import install_interop
-
-    install_interop(window)  # File > Import / Export: COCO, ImageJ, QuPath, cellpose, labels
-    from .training import install_training
-
-    install_training(window)  # Train > Fine-tune... (cellseg train in a QProcess)
-    from .first_run import install_first_run
-
-    install_first_run(window)  # File > Open sample, guidance, drag-and-drop, tooltips
     window = configure(window, args)
     if args.screenshot:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -112,7 +102,7 @@ def leave(app, window, rc: int) -> int:
             widget.close()
     if any(p.state() != QProcess.ProcessState.NotRunning for p in window.findChildren(QProcess)):
         return rc
-    store = getattr(getattr(window, "editing", None), "store", None)
+    store = window.editing.store
     if store is not None:
         store.close()  # releases the project lock and merges the journal now
     logging.shutdown()
@@ -147,7 +137,7 @@ def configure(window, args):
     post.soft_nms.setChecked(args.soft_nms)
     if args.score_threshold is not None:
         post.set_score_threshold(args.score_threshold)
-    if args.path and Path(args.path).suffix.lower() == ".cellseg" and hasattr(window, "editing"):
+    if args.path and Path(args.path).suffix.lower() == ".cellseg":
         window.editing.open_project(args.path)  # its images, annotations and models
     elif args.path:
         window.open_path(args.path)

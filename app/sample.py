@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
-from PySide6.QtGui import QAction
 
 from cellseg.core.errors import CellsegError
 
@@ -51,22 +50,3 @@ def open_sample(window, root: str | Path | None = None) -> bool:
 
         window.image_shown.connect(notice)
     return True
-
-
-def install_sample(window) -> QAction:
-    """Add File > Open sample (after the other Open actions) as ``window.actions['open_sample']``."""
-    import qtawesome as qta
-
-    action = QAction(qta.icon("mdi6.microscope", color="#404040"), "Open &sample", window)
-    action.setToolTip("Open a bundled nuclei image with two small demo models (Cascade and "
-                      "PointRend, shown as their ensemble): predictions appear without any "
-                      "other file")
-    action.setStatusTip(action.toolTip())
-    action.triggered.connect(lambda: open_sample(window))
-    file_menu = window.menuBar().actions()[0].menu()
-    anchor = window.actions.get("open_coco")
-    actions = file_menu.actions()
-    after = actions.index(anchor) + 1 if anchor in actions else 0
-    file_menu.insertAction(actions[after] if after < len(actions) else None, action)
-    window.actions["open_sample"] = action
-    return action

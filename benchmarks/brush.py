@@ -57,7 +57,6 @@ def main(argv=None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
     from cellseg.core.project.exchange import create_project
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
     window = MainWindow(AppSettings.from_file(tmp / "settings.ini"))
     window.resize(1400, 900)
     window.show()
-    c = install_editing(window)
+    c = window.editing
     c.open_project(tmp / "p.cellseg")
     deadline = time.monotonic() + 120
     while not (c.ann is not None and c.stored) and time.monotonic() < deadline:

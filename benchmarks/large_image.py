@@ -143,7 +143,6 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
     from cellseg.core.project import edits as E
@@ -152,7 +151,7 @@ def canvas_rows(args, path: Path, inst) -> tuple[list, dict]:
     window = MainWindow(AppSettings.from_file(Path(tempfile.mkdtemp()) / "settings.ini"))
     window.resize(1400, 900)
     window.show()
-    c = install_editing(window)
+    c = window.editing
     canvas = window.canvas
     viewport = canvas.viewport()
     app.processEvents()

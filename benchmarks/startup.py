@@ -38,14 +38,10 @@ from PySide6.QtWidgets import QApplication
 app = QApplication(["cellseg-gui"])
 from cellseg.app.settings import AppSettings
 from cellseg.app.window import MainWindow
-from cellseg.app.editing import install_editing
-from cellseg.app.training import install_training
-from cellseg.app.first_run import install_first_run
 phases["imports"] = time.time() - t
 phases["torch imported"] = "torch" in sys.modules
 t = time.time()
 window = MainWindow(AppSettings.from_file(sys.argv[1]))
-install_editing(window); install_training(window); install_first_run(window)
 phases["window"] = time.time() - t
 shown = time.time()
 

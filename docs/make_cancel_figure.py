@@ -32,16 +32,12 @@ def wait_for(app, condition, timeout_s: float = 300) -> None:
 
 def main(during: str, after: str) -> None:
     app = QApplication.instance() or QApplication(["cellseg-gui"])
-    from cellseg.app.editing import install_editing
-    from cellseg.app.first_run import install_first_run
     from cellseg.app.main import build_parser, configure
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
 
     settings = AppSettings.from_file(Path(tempfile.mkdtemp()) / "settings.ini")
     window = MainWindow(settings)
-    install_editing(window)
-    install_first_run(window)
     configure(window, build_parser().parse_args(["--sample", "--tta", "--device", "cpu"]))
     window.resize(1400, 880)
     window.show()

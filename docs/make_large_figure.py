@@ -34,7 +34,6 @@ def wait_for(app, condition, timeout_s: float = 1800) -> None:
 
 def main(nuclei: str, out: str) -> None:
     app = QApplication.instance() or QApplication(["cellseg-gui"])
-    from cellseg.app.editing import install_editing
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
     from cellseg.core.progress import TILE
@@ -45,7 +44,6 @@ def main(nuclei: str, out: str) -> None:
     tifffile.imwrite(folder / "mosaic_4096.tif", image, tile=(256, 256), compression="zlib")
     out = Path(out)
     window = MainWindow(AppSettings.from_file(folder.parent / "settings.ini"))
-    install_editing(window)
     window.resize(1400, 900)
     window.show()
     panel = window.models_panel

@@ -22,11 +22,7 @@ def main(nuclei_dir: str, out: str, zoom: str = "2.5") -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication(["cellseg-gui"])
-    from cellseg.app.editing import install_editing
-    from cellseg.app.first_run import install_first_run
-    from cellseg.app.interop_menu import install_interop
     from cellseg.app.settings import AppSettings
-    from cellseg.app.training import install_training
     from cellseg.app.window import MainWindow
     from cellseg.core.project.edits import Origin, Review
     from cellseg.core.project.exchange import create_project
@@ -49,10 +45,7 @@ def main(nuclei_dir: str, out: str, zoom: str = "2.5") -> int:
         store.add_instances(store.image_by_name("img2d.tif").id, instances, Origin.MODEL)
 
     window = MainWindow(AppSettings.from_file(tmp / "settings.ini"))
-    c = install_editing(window)
-    install_interop(window)
-    install_training(window)
-    install_first_run(window)
+    c = window.editing
     window.resize(1400, 900)
     window.show()
 

@@ -22,15 +22,17 @@ from cellseg.core.project.store import ProjectStore
 from cellseg.core.review.project import project_name, write_edit
 
 from .commands import EditCommand
+from .project_ops import ProjectOpsMixin
 from .project_view import ProjectViewMixin
-from .unsaved import may_leave, save_into, unsaved
+from .tools import BrushTool, FillTool, LassoTool, PolygonTool, SelectTool, SplitTool
 
 
-class EditingController(ProjectViewMixin, QObject):
+class EditingController(ProjectOpsMixin, ProjectViewMixin, QObject):
     changed = Signal()  # annotations, selection or filters changed
     project_changed = Signal(object)  # ProjectStore | None
     classes_changed = Signal(list)  # class names (renamed, or another project's)
     drawing_class_changed = Signal(int)  # the class new drawings get
+    tool_chosen = Signal(str)  # the active tool's name ("" for none)
 
     def __init__(self, window) -> None:
         super().__init__(window)
@@ -54,130 +56,38 @@ class EditingController(ProjectViewMixin, QObject):
         self._initial_uids: set[int] = set()
         self._deleted_before: dict[int, int] = {}
         self._shown_index = -1
+        self._opening = False  # opening the project's own folder: nothing to ask
+        self.tools = {"select": SelectTool(self), "brush": BrushTool(self),
+                      "eraser": BrushTool(self, erase=True), "lasso": LassoTool(self),
+                      "polygon": PolygonTool(self), "split": SplitTool(self),
+                      "fill": FillTool(self)}
+        self.active_tool = None
         window.image_shown.connect(self._image_shown)
         window.instances_changed.connect(self._instances_changed)
 
-    # ================================================================== project
-    def open_project(self, path: str | Path) -> bool:
-        """Open a project and show its images; False (and a message) on error."""
-        try:
-            store = ProjectStore.open(path)
-        except CellsegError as exc:
-            self.window.show_error(str(exc))
-            return False
-        if self.store is not None and self.store.path.resolve() != store.path.resolve():
-            if not may_leave(self, f"Opening {store.path.name}", store.images_dir):
-                store.close()
-                return False
-        self._set_store(store)
-        self._opening = True  # the window opens the project's own folder: nothing to ask
-        try:
-            if not self.window.open_path(store.images_dir):
-                return False
-        finally:
-            self._opening = False
-        self.sync_list()
-        self._warn_read_only()
-        settings = getattr(self.window, "settings", None)
-        if settings is not None:
-            settings.add_recent_project(store.path)
-        self._load_stored_models()
-        return True
+    # ================================================================== tools
+    def choose_tool(self, name: str | None) -> None:
+        """Make tool ``name`` (a key of :attr:`tools`) the canvas's; None for none."""
+        if self.active_tool is not None:
+            self.active_tool.deactivate()
+        self.active_tool = self.tools.get(name) if name else None
+        if self.active_tool is not None:
+            self.active_tool.activate()
+        self.canvas.set_tool(self.active_tool)
+        self.tool_chosen.emit(name if self.active_tool is not None else "")
 
-    def _warn_read_only(self) -> None:
-        if self.store is not None and self.store.read_only is not None:
-            self.window.show_error(f"project {self.store.path} is open read-only "
-                                   f"({self.store.read_only}): you can look and export, but "
-                                   "edits are not saved")
+    def resize_brush(self, factor: float) -> None:
+        """``[`` and ``]``: the brush radius times ``factor`` (at least one pixel of change
+        below 5 px, where rounding would keep it), within 1-200 px."""
+        r = self.brush_radius
+        self.brush_radius = int(min(200, max(1, round(r * factor)
+                                             + (1 if factor > 1 else -1) * (r < 5))))
+        self.changed.emit()
 
-    def new_project(self, path: str | Path, images_dir: str | Path | None = None) -> bool:
-        """Create a project for ``images_dir`` (default: the folder the window shows)."""
-        from cellseg.core.project.exchange import create_project
-
-        if images_dir is None:
-            if self.window.source is None:
-                self.window.show_error("open a folder of images first")
-                return False
-            images_dir = self.window.source.root
-        # the models on screen go into the project: reopening it loads them, and their class
-        # count sets the project's categories
-        panel = self.window.models_panel
-        models = [panel.model_paths(k) for k in ("cascade", "pointrend")
-                  if self.window.service.has_model(k) and all(panel.model_paths(k))]
-        edits = unsaved(self.window) if self.store is None else {}
-        try:
-            create_project(images_dir, path, models=models)
-            if edits:  # edits made before the project existed go into it
-                with ProjectStore.open(path) as store:
-                    saved = save_into(store, edits)
-        except CellsegError as exc:
-            self.window.show_error(str(exc))
-            return False
-        if not self.open_project(path):
-            return False
-        if edits:
-            self.window.statusBar().showMessage(
-                f"the edits of {saved} image{'s' if saved != 1 else ''} are saved in the project",
-                8000)
-        return True
-
-    def may_leave(self, doing: str, next_path=None) -> bool:
-        """Ask before edits without a project (or the open project) would be dropped."""
-        return getattr(self, "_opening", False) or may_leave(self, doing, next_path)
-
-    def import_coco(self, path: str | Path) -> bool:
-        """Add a COCO file's annotations to the open project (all or nothing)."""
-        from cellseg.core.project.exchange import import_coco
-
-        if self.store is None:
-            self.window.show_error("open or create a project before importing")
-            return False
-        try:
-            summary = import_coco(self.store, path, images_root=self.store.images_dir)
-        except CellsegError as exc:
-            self.window.show_error(str(exc))
-            return False
-        self.window.statusBar().showMessage(
-            f"imported {summary.instances} instances on {summary.images_added + summary.images_matched}"
-            " images", 5000)
-        self.reload_current()
-        return True
-
-    def export(self, path: str | Path, fmt: str = "coco", segmentation: str = "rle",
-               reviewed_only: bool = False) -> bool:
-        from cellseg.core.project.exchange import export_coco, export_label_tiffs
-
-        if self.store is None:
-            self.window.show_error("open or create a project before exporting")
-            return False
-        try:
-            if fmt == "coco":
-                export_coco(self.store, path, segmentation, reviewed_only)
-            else:
-                export_label_tiffs(self.store, path, reviewed_only)
-        except (CellsegError, OSError) as exc:
-            self.window.show_error(f"export failed: {exc}")
-            return False
-        self.window.statusBar().showMessage(f"exported to {path}", 5000)
-        return True
-
-    def close_project(self) -> None:
-        self._set_store(None)
-
-    def _set_store(self, store: ProjectStore | None) -> None:
-        if self.store is not None:
-            self.store.close()
-        self.store = store
-        self.image_id = None
-        self.stored = False
-        if store is not None and self.current_class >= max(1, len(store.categories())):
-            self.current_class = 0  # the drawing class of another project's class set
-        self.undo_stack.clear()
-        if store is not None and store.categories():
-            self.window._set_class_names(self.class_names())  # the project's names win
-        self.project_changed.emit(store)
-        self.classes_changed.emit(self.class_names())
-        self.drawing_class_changed.emit(self.current_class)
+    def finish_polygon(self) -> None:
+        """Enter: close the polygon being drawn (other tools ignore it)."""
+        if isinstance(self.active_tool, PolygonTool):
+            self.active_tool.finish()
 
     # ================================================================== image changes
     def _image_shown(self, index: int) -> None:

@@ -85,14 +85,14 @@ class ProjectViewMixin:
                                            else c for c in cats])
             except (CellsegError, sqlite3.Error) as exc:
                 self.window.show_error(f"cannot rename the class: {exc}")
-                self.window._set_class_names(self.class_names())
+                self.window.set_class_names(self.class_names())
                 return False
             names = self.class_names()
         else:
             names = list(self.window.class_names)
             names += [f"class {k + 1}" for k in range(len(names), class_index + 1)]
             names[class_index] = name
-        self.window._set_class_names(names)
+        self.window.set_class_names(names)
         self.classes_changed.emit(names)
         return True
 
@@ -100,7 +100,7 @@ class ProjectViewMixin:
         """The classes an instance may have: the project's categories, else the model's."""
         if self.store is not None:
             return [cat.name for cat in self.store.categories()]
-        return list(getattr(self.window, "class_names", []))
+        return list(self.window.class_names)
 
     def set_class_selected(self, class_id: int) -> bool:
         """Give the selection (and new drawings) class ``class_id``; a class the project (or

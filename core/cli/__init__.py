@@ -43,7 +43,7 @@ def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS,
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(run_command=module.run)
     return parser
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None, subcommands: Mapping[str, str] = SUBCOMM
     parser = build_parser(subcommands, description)
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return int(args.run_command(args) or 0)
     except CellsegError as exc:
         print(f"cellseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

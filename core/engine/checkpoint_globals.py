@@ -175,7 +175,7 @@ class _NdarrayClass:
     """Stand-in for ``numpy.ndarray``: only ever an argument of ``_reconstruct``."""
 
     __slots__ = ()
-    _name = "numpy.ndarray"
+    name = "numpy.ndarray"
 
     def __call__(self, *args: Any) -> None:
         raise Refused(f"numpy.ndarray may only be named as _reconstruct's class; "
@@ -289,14 +289,14 @@ class Global:
     """What the unpickler hands out for an allowed global: callable, and immutable, so a BUILD
     opcode cannot rebind what it calls (functions would let it set ``__defaults__``)."""
 
-    __slots__ = ("_fn", "_name")
+    __slots__ = ("_fn", "name")
 
     def __init__(self, fn: Callable[..., Any], name: str):
         object.__setattr__(self, "_fn", fn)
-        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "name", name)
 
     def __setattr__(self, key: str, value: Any) -> None:
-        raise Refused(f"the pickle tries to modify {self._name}")
+        raise Refused(f"the pickle tries to modify {self.name}")
 
     def __call__(self, *args: Any) -> Any:
         return self._fn(*args)

@@ -78,7 +78,7 @@ def materialise(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     elif kind in (tuple, set, frozenset):
         out = memo[id(obj)] = kind(materialise(x, memo) for x in obj)
     else:  # a stand-in referenced as a value (e.g. numpy.dtype itself)
-        name = getattr(obj, "_name", None) or kind.__name__.strip("_")
+        name = getattr(obj, "name", None) or kind.__name__.strip("_")
         raise Refused(f"it holds {name} as a value; {ALLOWED_HINT}")
     return out
 

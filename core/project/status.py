@@ -27,13 +27,7 @@ def image_statuses(store: ProjectStore, image_id: int | None = None) -> dict[str
     Returns:
         ``{file_name: ImageStatus}`` (file names relative to the images folder).
     """
-    where = "" if image_id is None else f"WHERE im.id = {int(image_id)} "
-    rows = store._conn.execute(
-        "SELECT im.file_name, im.reviewed, COUNT(i.id), "
-        "SUM(i.deleted = 0 AND i.review != 'rejected' AND i.area > 0), "
-        "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn') OR i.review != 'pending') "
-        "FROM images im LEFT JOIN instances i ON i.image_id = im.id " + where +
-        "GROUP BY im.id").fetchall()
+    rows = store.review_tallies(image_id)
     out = {}
     for name, reviewed, stored, cells, touched in rows:
         if reviewed:

@@ -214,6 +214,18 @@ class ProjectStore:
         row = self._conn.execute(sql, (-1 if after_id is None else int(after_id),)).fetchone()
         return None if row is None else image_record(row)
 
+    def review_tallies(self, image_id: int | None = None) -> list[tuple[str, int, int, int, int]]:
+        """Per image (or only ``image_id``), in one query: ``(file_name, reviewed, stored rows,
+        cells, touched rows)``; cells are present, not rejected and not empty, touched rows are
+        deleted, edited, drawn or reviewed (``core.project.status`` words them)."""
+        where = "" if image_id is None else "WHERE im.id = ? "
+        return self._conn.execute(
+            "SELECT im.file_name, im.reviewed, COUNT(i.id), "
+            "SUM(i.deleted = 0 AND i.review != 'rejected' AND i.area > 0), "
+            "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn') OR i.review != 'pending') "
+            "FROM images im LEFT JOIN instances i ON i.image_id = im.id " + where +
+            "GROUP BY im.id", () if image_id is None else (int(image_id),)).fetchall()
+
     # ------------------------------------------------------------ instances
     def new_uid(self) -> int:
         """A fresh instance id: ids are never reused within a session, even after an undo."""

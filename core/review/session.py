@@ -176,8 +176,7 @@ class ReviewSession:
         return self.composed(i)
 
     def set_raw(self, key: RawKey, instances: Instances) -> None:
-        """A raw output computed elsewhere (the app's model thread): cache it and re-compose
-        the images it belongs to."""
+        """Cache a raw output computed elsewhere (the app's model thread); its images re-compose."""
         self.outputs.keep(key, instances)
         for i in self._indices_of(key):
             self._images[i].running, self._images[i].message = False, ""

@@ -22,7 +22,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
         window, qtbot, nuclei_dir, mask_rcnn):
     # Fails without the fix: Cancel stayed disabled, Esc only dropped pending runs and the TTA
     # run went on to the end (and into the cache); there was no per-pass progress.
-    from cellseg.app.window import PLAIN_TTA_CANCELLED, PLAIN_WHILE_TTA, RUN_CANCELLED
+    from cellseg.app.results import PLAIN_TTA_CANCELLED, PLAIN_WHILE_TTA, RUN_CANCELLED
 
     service = window.service
     passes = []  # (done, total, seconds) of the TTA run, as the window receives them
@@ -30,7 +30,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
         (done, total, time.perf_counter())) if stage == "TTA pass" else None)
     window.post_panel.tta.setChecked(True)
     window.set_model("cascade", *mask_rcnn)
-    assert not window.actions["cancel"].isEnabled()  # nothing runs yet
+    assert not window.registry["cancel"].isEnabled()  # nothing runs yet
     assert window.open_path(nuclei_dir)
     path = window.source.entries[0].path
     tta_key = service.key_for(path, "cascade", True)
@@ -48,7 +48,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
     assert window.run_progress.isVisible() and window.run_progress.maximum() == total
     assert window.run_progress.value() >= 2
     assert f"TTA pass 3/{total}" in window.run_label.text() or window.run_progress.value() > 2
-    assert window.actions["cancel"].isEnabled()
+    assert window.registry["cancel"].isEnabled()
     assert window.models_panel.cancel_button.isEnabled()
 
     window.activateWindow()
@@ -65,7 +65,7 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
     assert window.result_label.text() == PLAIN_TTA_CANCELLED
     assert window.statusBar().currentMessage() == RUN_CANCELLED
     assert window.banner.text() == "" and window.last_error == ""
-    assert not window.actions["cancel"].isEnabled()
+    assert not window.registry["cancel"].isEnabled()
     assert not window.models_panel.cancel_button.isEnabled()
     assert not window.run_progress.isVisible()
     assert window.image_list.status(0) == "predicted"
@@ -80,8 +80,8 @@ def test_esc_stops_the_tta_run_between_passes_and_keeps_the_plain_preview(
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: service.models.running_tag == tta_key and bool(passes),
                     timeout=MODEL_TIMEOUT)
-    assert window.actions["cancel"].isEnabled()
-    window.actions["cancel"].trigger()
+    assert window.registry["cancel"].isEnabled()
+    window.registry["cancel"].trigger()
     qtbot.waitUntil(lambda: not service.busy, timeout=MODEL_TIMEOUT)
     assert service.cached(tta_key) is None and window.banner.text() == ""
     assert max(done for done, _, _ in passes) < total

@@ -21,14 +21,13 @@ CHILD = textwrap.dedent("""
     from PySide6.QtWidgets import QApplication
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
-    from cellseg.app.editing import install_editing
     from cellseg.core.project import edits as E
     from cellseg.core.project.raster import brush_region, polygon_region
 
     app = QApplication([])
     window = MainWindow(AppSettings.from_file(sys.argv[2]))
     window.show()
-    c = install_editing(window)
+    c = window.editing
     assert c.open_project(sys.argv[1])
     deadline = time.monotonic() + 60
     while not (c.ann is not None and c.stored) and time.monotonic() < deadline:

@@ -36,9 +36,8 @@ def project_path(tmp_path, nuclei_dir, nuclei_instances):
 
 @pytest.fixture
 def editing(qtbot, window, project_path):
-    from cellseg.app.editing import install_editing
 
-    c = install_editing(window)
+    c = window.editing
     assert c.open_project(project_path)
     qtbot.waitUntil(lambda: c.ann is not None and c.stored and len(c.ann) == 125, timeout=10000)
     window.activateWindow()
@@ -110,7 +109,7 @@ def test_select_delete_class_accept_reject_by_mouse_and_keys(qtbot, window, edit
         assert stored(c).same_as(c.ann)  # each step is already in the database
     assert c.store.counts(c.image_id).deleted == 2
     assert window.undo_stack.count() == 4
-    assert c.history.model().rowCount() == 5  # "(image as opened)" + 4 edits
+    assert c.window.history.model().rowCount() == 5  # "(image as opened)" + 4 edits
 
 
 def test_brush_and_eraser_strokes(qtbot, window, editing):
@@ -222,7 +221,7 @@ def test_merge_and_split(qtbot, window, editing, nuclei_dir):
 
 def test_review_flow_filters_and_reopen(qtbot, window, editing):
     c = editing
-    panel = c.panel
+    panel = c.window.review_panel
     panel.score_limit.setValue(0.5)
     panel.low_score.setChecked(True)
     low = int((c.ann.scores < 0.5).sum())
@@ -272,9 +271,8 @@ def test_bad_import_in_the_app_shows_the_problem_and_changes_nothing(qtbot, wind
 
 def test_editing_without_a_project_survives_window_refreshes(qtbot, window, nuclei_dir,
                                                             nuclei_instances):
-    from cellseg.app.editing import install_editing
 
-    c = install_editing(window)
+    c = window.editing
     assert window.open_path(nuclei_dir / "img2d.tif")
     qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
     window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
@@ -288,3 +286,24 @@ def test_editing_without_a_project_survives_window_refreshes(qtbot, window, nucl
     window.refresh()  # e.g. a post-processing change: the window re-shows its edited copy
     assert c.ann.same_as(after) and len(window.current_instances()) == 124
     undo_redo_exact(qtbot, window, c, before, after)
+
+
+def test_enter_closes_a_polygon_on_the_canvas_only(qtbot, window, editing):
+    # Enter (Finish polygon) was a window-wide key: in the app it took Enter from the Models
+    # panel's path fields, so Enter there neither applied the pair nor ran. Fails with the
+    # action's keys window-wide.
+    c = editing
+    key(qtbot, window, Qt.Key.Key_P)
+    for p in [(200, 2), (230, 2), (215, 20)]:
+        click(qtbot, window.canvas, *p)
+    n = len(c.ann)
+    field = window.models_panel.rows["cascade"][1].edit
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus)
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert len(c.ann) == n and len(c.tools["polygon"].points) == 3  # still drawing
+    window.canvas.setFocus()
+    qtbot.waitUntil(window.canvas.hasFocus)
+    qtbot.keyClick(window.canvas.viewport(), Qt.Key.Key_Return)
+    assert len(c.ann) == n + 1
+    assert c.ann.state(int(c.ann.uids.max())).origin == Origin.DRAWN

@@ -23,7 +23,7 @@ def raw_of(window, model: str, tta: bool):
 
 def test_tta_shows_the_plain_prediction_first_then_replaces_it(window, qtbot, crop_folder,
                                                                fast_cascade):
-    from cellseg.app.window import PLAIN_WHILE_TTA, TTA_SHOWN
+    from cellseg.app.results import PLAIN_WHILE_TTA, TTA_SHOWN
 
     shown = []  # (status label, instances) each time the canvas gets new instances
     window.instances_changed.connect(

@@ -9,12 +9,11 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QCheckBox
 
-from cellseg.app.first_run import TOOLTIPS, install_first_run, plan_drop
+from cellseg.app.first_run import TOOLTIPS, plan_drop
 
 
 @pytest.fixture
 def win(window):
-    install_first_run(window)
     return window
 
 
@@ -35,7 +34,7 @@ def drop(widget, paths) -> bool:
 
 
 def test_guidance_shown_until_a_model_is_set(win, settings, fast_cascade):
-    g = win.guidance
+    g = win.first_run.guidance
     assert g.isVisible()
     text = g.label.text()
     for needle in ("Open sample", "config.yaml", "model_final.pth", "drag both files",
@@ -55,9 +54,8 @@ def test_guidance_hidden_when_settings_already_hold_a_model(qtbot, settings, fas
     settings.set_model_paths("cascade", *fast_cascade)
     w = MainWindow(settings)
     qtbot.addWidget(w)
-    install_first_run(w)
     w.show()
-    assert not w.guidance.isVisible()
+    assert not w.first_run.guidance.isVisible()
     w.close()
 
 
@@ -78,13 +76,13 @@ def test_drop_config_then_checkpoint_then_image_gives_predictions(win, qtbot, se
     assert drop(canvas, [config])
     assert win.models_panel.model_paths("pointrend") == ("", "")
     assert "now drop its checkpoint" in win.statusBar().currentMessage()
-    assert win.guidance.isVisible()
+    assert win.first_run.guidance.isVisible()
 
     assert drop(canvas, [weights])
     assert win.models_panel.model_paths("pointrend") == (config, weights)
     assert settings.model_paths("pointrend") == (config, weights)  # kept, as a user choice
     assert win.post_panel.model_choice() == "pointrend"  # the only model there is
-    assert not win.guidance.isVisible()
+    assert not win.first_run.guidance.isVisible()
 
     image = crop_folder / "crop_b.tif"
     with qtbot.waitSignal(win.instances_changed, timeout=120_000,

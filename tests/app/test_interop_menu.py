@@ -29,11 +29,8 @@ def project_path(tmp_path, nuclei_dir):
 
 @pytest.fixture
 def app_window(qtbot, window, project_path):
-    from cellseg.app.editing import install_editing
-    from cellseg.app.interop_menu import install_interop
 
-    c = install_editing(window)
-    install_interop(window)
+    c = window.editing
     assert c.open_project(project_path)
     qtbot.waitUntil(lambda: c.image_id is not None, timeout=10000)
     return window
@@ -56,14 +53,14 @@ def choose_files(monkeypatch, open_path=None, save_path=None, folder=None, thres
 
 
 def test_menus_list_every_format(app_window):
-    import_texts = [a.text() for a in app_window.import_menu.actions()]
-    export_texts = [a.text() for a in app_window.export_menu.actions()]
+    import_texts = [a.text() for a in app_window.menus["import"].actions()]
+    export_texts = [a.text() for a in app_window.menus["export"].actions()]
     for word in ("COCO results", "ImageJ", "QuPath", "cellpose"):
         assert any(word in t for t in import_texts), word
     for word in ("COCO", "Label TIFFs", "ImageJ", "QuPath", "cellpose"):
         assert any(word in t for t in export_texts), word
     file_menu = app_window.menuBar().actions()[0].menu()
-    assert app_window.import_menu.menuAction() in file_menu.actions()
+    assert app_window.menus["import"].menuAction() in file_menu.actions()
 
 
 def test_import_coco_results_review_one_and_export(qtbot, app_window, monkeypatch, tmp_path,
@@ -74,7 +71,7 @@ def test_import_coco_results_review_one_and_export(qtbot, app_window, monkeypatc
     results.write_text(json.dumps(inst.to_coco_results(1, "img2d.tif")))
     kept = int((inst.scores >= 0.6).sum())
     choose_files(monkeypatch, open_path=results, threshold=0.6)
-    window.actions["import_coco-results"].trigger()
+    window.registry["import_coco-results"].trigger()
     qtbot.waitUntil(lambda: c.stored and c.ann is not None and len(c.ann) == kept, timeout=10000)
     assert (c.ann.origins == Origin.MODEL).all() and c.ann.scores.min() >= 0.6
     assert len(window.canvas.instances) == kept
@@ -90,11 +87,11 @@ def test_import_coco_results_review_one_and_export(qtbot, app_window, monkeypatc
         assert ann.reviews[ann.uids == uid].tolist() == [Review.ACCEPTED]
     # export: COCO for CVAT, GeoJSON for QuPath
     choose_files(monkeypatch, save_path=tmp_path / "corrected.json", folder=tmp_path / "qupath")
-    window.actions["export_coco"].trigger()
+    window.registry["export_coco"].trigger()
     coco = json.loads((tmp_path / "corrected.json").read_text())
     assert len(coco["annotations"]) == kept
     (tmp_path / "qupath").mkdir()
-    window.actions["export_geojson"].trigger()
+    window.registry["export_geojson"].trigger()
     features = json.loads((tmp_path / "qupath" / "img2d.geojson").read_text())["features"]
     assert len(features) == kept
     assert not window.last_error
@@ -107,7 +104,7 @@ def test_bad_import_shows_one_line_and_changes_nothing(qtbot, app_window, monkey
     bad.write_text('{"type": "FeatureCollection", "features": [')
     before = c.store.path.read_bytes()
     choose_files(monkeypatch, open_path=bad)
-    window.actions["import_geojson"].trigger()
+    window.registry["import_geojson"].trigger()
     assert "not JSON" in window.last_error and "\n" not in window.last_error
     assert window.banner.isVisible()
     assert c.store.path.read_bytes() == before
@@ -124,7 +121,7 @@ def test_import_an_imagej_roi_set_onto_the_shown_image(qtbot, app_window, monkey
     path = tmp_path / "from_fiji.zip"  # not named like the image: goes to the one on screen
     roifile.roiwrite(path, rois)
     choose_files(monkeypatch, open_path=path)
-    window.actions["import_imagej"].trigger()
+    window.registry["import_imagej"].trigger()
     qtbot.waitUntil(lambda: c.stored and c.ann is not None and len(c.ann) == 2, timeout=10000)
     assert 400 in c.ann.to_instances().masks.areas().tolist()  # the 20x20 square
     assert (c.ann.origins == Origin.IMPORTED).all()

@@ -22,7 +22,6 @@ CHILD = textwrap.dedent("""
     from PySide6.QtWidgets import QApplication, QFileDialog
     from cellseg.app.settings import AppSettings
     from cellseg.app.window import MainWindow
-    from cellseg.app.editing import install_editing
     from cellseg.core.project import edits as E
 
     def pump(seconds):
@@ -34,7 +33,7 @@ CHILD = textwrap.dedent("""
     app = QApplication([])
     window = MainWindow(AppSettings.from_file(sys.argv[2]))
     window.show()
-    c = install_editing(window)
+    c = window.editing
     assert c.open_project(sys.argv[1])
     deadline = time.monotonic() + 60
     while not (c.ann is not None and c.stored) and time.monotonic() < deadline:
@@ -78,12 +77,11 @@ def test_file_dialog_and_cli_while_the_window_edits_then_sigkill(tmp_path, proje
 
 def test_second_window_is_refused_naming_the_holder(qtbot, window, editing, settings,
                                                     project_path):
-    from cellseg.app.editing import install_editing
     from cellseg.app.window import MainWindow
 
     second = MainWindow(settings)
     qtbot.addWidget(second)
-    c2 = install_editing(second)
+    c2 = second.editing
     assert not c2.open_project(project_path)
     assert "is already open in" in second.last_error and f"pid {os.getpid()} " in second.last_error
     assert second.banner.isVisibleTo(second) and c2.store is None
@@ -98,13 +96,12 @@ def test_second_window_is_refused_naming_the_holder(qtbot, window, editing, sett
 
 def test_project_held_by_another_process_is_refused_in_the_window(qtbot, window,
                                                                   project_path):
-    from cellseg.app.editing import install_editing
 
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLDER), str(project_path)],
                              stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "holding"
-        c = install_editing(window)
+        c = window.editing
         assert not c.open_project(project_path)
         assert f"pid {child.pid} on " in window.last_error
         assert window.banner.isVisibleTo(window)
@@ -115,10 +112,9 @@ def test_project_held_by_another_process_is_refused_in_the_window(qtbot, window,
 
 def test_read_only_project_shows_a_banner_and_takes_refused_edits_back(qtbot, window,
                                                                      project_path):
-    from cellseg.app.editing import install_editing
 
     with _read_only(project_path):
-        c = install_editing(window)
+        c = window.editing
         assert c.open_project(project_path)
         qtbot.waitUntil(lambda: c.ann is not None and c.stored and len(c.ann) == 125,
                         timeout=10000)

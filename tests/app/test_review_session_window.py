@@ -26,9 +26,8 @@ def mask_rcnn(fixtures_dir) -> tuple[str, str]:
 
 
 def window_review(qtbot, window, images, project, out, model) -> None:
-    from cellseg.app.editing import install_editing
 
-    c = install_editing(window)
+    c = window.editing
     window.set_model("cascade", *model)
     assert c.new_project(project, images)
     qtbot.waitUntil(lambda: window.current_instances() is not None and c.ann is not None,

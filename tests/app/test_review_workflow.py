@@ -22,9 +22,8 @@ def one_class_project(tmp_path, nuclei_dir, nuclei_instances):
 
 
 def _open(qtbot, window, path, n=125):
-    from cellseg.app.editing import install_editing
 
-    c = install_editing(window)
+    c = window.editing
     assert c.open_project(path)
     qtbot.waitUntil(lambda: c.ann is not None and c.stored and len(c.ann) == n, timeout=10000)
     window.activateWindow()
@@ -118,7 +117,7 @@ def test_item13_zoom_reads_nothing_before_an_image(qtbot, window, nuclei_dir):
     for size in ((900, 700), (1300, 850)):
         window.resize(*size)
         qtbot.wait(20)
-        window.actions["fit"].trigger()
+        window.registry["fit"].trigger()
         assert window.zoom_label.text() == ""
     assert window.open_path(nuclei_dir / "img2d.tif")
     qtbot.waitUntil(lambda: window.zoom_label.text().endswith("%"), timeout=10000)
@@ -157,10 +156,8 @@ def test_item13_help_lists_the_shortcuts_and_the_version(qtbot, window):
 
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from cellseg.app.editing import install_editing
 
-    install_editing(window)
-    window.actions["shortcuts"].trigger()
+    window.registry["shortcuts"].trigger()
     dialog = window.shortcuts_dialog
     qtbot.waitUntil(dialog.isVisible)
     rows = dict((text, keys) for keys, text in dialog.rows())
@@ -181,7 +178,7 @@ def test_item13_help_lists_the_shortcuts_and_the_version(qtbot, window):
     from PySide6.QtCore import QTimer
 
     QTimer.singleShot(100, read_about)
-    window.actions["about"].trigger()
+    window.registry["about"].trigger()
     assert metadata.version("cellseg-gui") in shown[0]
 
 
@@ -190,9 +187,8 @@ def test_item9_counters_follow_edits_review_and_reopening(qtbot, window, tmp_pat
     # issue 18.9: the Cells column kept 125 after a delete on a reviewed image, the Review dock
     # said "deleted 0" without a project, a reviewed image showed "edited" after reopening and an
     # image with imported annotations "not run"; each assert below fails without the fix
-    from cellseg.app.editing import install_editing
 
-    c = install_editing(window)
+    c = window.editing
     assert window.open_path(nuclei_dir / "img2d.tif")
     qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
     window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
@@ -204,7 +200,7 @@ def test_item9_counters_follow_edits_review_and_reopening(qtbot, window, tmp_pat
     key(qtbot, window, Qt.Key.Key_Delete)
     assert window.image_list.cell_count(0) == "124"  # was 125
     assert window.image_list.status(0) == "reviewed"
-    assert "deleted 1" in c.panel.counts.text()  # was "deleted 0" without a project
+    assert "deleted 1" in c.window.review_panel.counts.text()  # was "deleted 0" without a project
 
     # a project: one image reviewed, one with imported annotations never shown yet
     path = nuclei_project(tmp_path, nuclei_dir, nuclei_instances, [Category(0, 1, "nucleus")])
@@ -234,12 +230,11 @@ def test_item6_project_from_the_command_line_with_its_model_and_recent_projects(
     # issue 18.6: `cellseg-gui my.cellseg` was rejected ("not an image or COCO .json"), the
     # project's stored model was not loaded and there were no recent projects; fails without
     # the .cellseg branch in configure / open_path, _load_stored_models and the recent menu
-    from cellseg.app.editing import install_editing
     from cellseg.app.main import build_parser, configure
 
     with ProjectStore.open(one_class_project) as store:
         store.add_model(*fast_cascade)
-    c = install_editing(window)
+    c = window.editing
     configure(window, build_parser().parse_args([str(one_class_project)]))
     assert not window.last_error
     assert c.store is not None and c.store.path.resolve() == one_class_project.resolve()
@@ -252,8 +247,8 @@ def test_item6_project_from_the_command_line_with_its_model_and_recent_projects(
     assert settings.recent_projects() == [str(one_class_project.resolve())]
 
     c.close_project()
-    c.fill_recent_projects()
-    entries = [a for a in c.recent_projects_menu.actions() if a.isEnabled()]
+    c.window.menus["recent_projects"].aboutToShow.emit()
+    entries = [a for a in c.window.menus["recent_projects"].actions() if a.isEnabled()]
     assert [a.text() for a in entries] == [str(one_class_project.resolve())]
     entries[0].trigger()
     assert c.store is not None and c.store.path.resolve() == one_class_project.resolve()
@@ -320,12 +315,11 @@ def test_item1_edits_before_a_project_are_kept_or_asked_about(qtbot, window, tmp
     # without asking; fails without app/editing/unsaved.py and its hooks
     import shutil
 
-    from cellseg.app.editing import install_editing
 
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(nuclei_dir / "img2d.tif", images / "img2d.tif")
-    c = install_editing(window)
+    c = window.editing
     assert window.open_path(images)
     qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
     window.set_current_instances(nuclei_instances, edited=False)  # as if a model had run
@@ -386,11 +380,7 @@ def test_item13_start_up_does_not_import_torch(tmp_path):
         "app = QApplication([])\n"
         "from cellseg.app.settings import AppSettings\n"
         "from cellseg.app.window import MainWindow\n"
-        "from cellseg.app.editing import install_editing\n"
-        "from cellseg.app.training import install_training\n"
-        "from cellseg.app.first_run import install_first_run\n"
         f"w = MainWindow(AppSettings.from_file({str(tmp_path / 's.ini')!r}))\n"
-        "install_editing(w); install_training(w); install_first_run(w)\n"
         "w.show(); app.processEvents()\n"
         "print(any(importers))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -541,18 +531,18 @@ def test_item3_class_names_shown_renamable_and_the_drawing_class_in_the_toolbar(
     c = _open(qtbot, window, path)
     assert list(window.legend.counts()) == ["nucleus", "mitotic"]
     assert window.legend.counts()["nucleus"] == 125
-    assert c.draw_as.currentText() == "1: nucleus"
+    assert c.window.draw_as.currentText() == "1: nucleus"
     click(qtbot, window.canvas, 2, 2)  # nothing selected: 2 sets the drawing class only
     key(qtbot, window, Qt.Key.Key_2)
-    assert c.draw_as.currentText() == "2: mitotic" and c.current_class == 1
-    c.draw_as.setCurrentIndex(0)
-    c.draw_as.activated.emit(0)  # what choosing in the box does
+    assert c.window.draw_as.currentText() == "2: mitotic" and c.current_class == 1
+    c.window.draw_as.setCurrentIndex(0)
+    c.window.draw_as.activated.emit(0)  # what choosing in the box does
     assert c.current_class == 0
 
     item = window.legend.tree.topLevelItem(0)  # double-click and type a new name
     item.setText(0, "cell nucleus")
     assert [cat.name for cat in c.store.categories()] == ["cell nucleus", "mitotic"]
-    assert c.draw_as.itemText(0) == "1: cell nucleus"
+    assert c.window.draw_as.itemText(0) == "1: cell nucleus"
     c.close_project()
     assert c.open_project(path)
     qtbot.waitUntil(lambda: c.ann is not None and c.stored, timeout=10000)
@@ -567,8 +557,8 @@ def test_item5_ensemble_with_one_model_says_what_it_needs(qtbot, window, nuclei_
     assert window.open_path(nuclei_dir / "img2d.tif")
     qtbot.waitUntil(lambda: window.image is not None, timeout=10000)
     window.service.set_model("cascade", *fast_cascade)  # a Cascade model only
-    window._set_class_names(["a", "b", "c", "d"])
-    window._show(nuclei_instances)  # as if its predictions were on screen
+    window.set_class_names(["a", "b", "c", "d"])
+    window.show_instances(nuclei_instances)  # as if its predictions were on screen
     assert sum(window.legend.counts().values()) == 125
     window.post_panel.set_model_choice("ensemble")
     assert window.current_instances() is None
@@ -635,7 +625,7 @@ def test_item11_fine_tune_dialog_cpu_preset_warmup_resume_and_remembered_folder(
     dialog.max_iter.setValue(300)  # warm-up fits: left as configured
     assert all(k != "SOLVER.WARMUP_ITERS" for k, _ in dialog.job().extra)
     dialog.close()
-    window.training_dialog = None
+    window.training.dialog = None
     again = open_dialog(window)
     assert again.output_edit.text() == str(out)  # the run folder is remembered
 
@@ -677,13 +667,7 @@ def test_item13_every_key_is_bound_once(qtbot, window):
     # issue 18.13 (Tab): Previous instance was bound to Shift+Tab AND Backtab; under X11 the key
     # matched both, Qt called it "Ambiguous shortcut overload: Backtab" and Shift+Tab did nothing
     # (offscreen QTest matches only one, so it passed there). Fails with both bindings.
-    from cellseg.app.editing import install_editing
-    from cellseg.app.first_run import install_first_run
-    from cellseg.app.interop_menu import install_interop
-    from cellseg.app.training import install_training
 
-    install_editing(window), install_interop(window), install_training(window)
-    install_first_run(window)
     twice = {k: v for k, v in _normalised_bindings(window).items() if len(v) > 1}
     assert twice == {}
     assert _normalised_bindings(window)["Shift+Tab"] == ["Previous instance (Shift+Tab)"]
@@ -694,14 +678,10 @@ import json, subprocess, sys, time
 from PySide6.QtCore import QTimer, Qt
 from PySide6.QtWidgets import QApplication
 app = QApplication(["cellseg-gui"])
-from cellseg.app.editing import install_editing
-from cellseg.app.first_run import install_first_run
-from cellseg.app.interop_menu import install_interop
 from cellseg.app.settings import AppSettings
-from cellseg.app.training import install_training
 from cellseg.app.window import MainWindow
 w = MainWindow(AppSettings.from_file(sys.argv[2]))
-c = install_editing(w); install_interop(w); install_training(w); install_first_run(w)
+c = w.editing
 w.resize(1400, 900); w.show()
 c.open_project(sys.argv[1])
 out = []
@@ -716,7 +696,7 @@ def run():
                        timeout=20)
     settle()
     widgets = {"canvas": w.canvas, "images": w.image_list.tree, "legend": w.legend.tree,
-               "review": c.panel.brush, "history": c.history}
+               "review": c.window.review_panel.brush, "history": c.window.history}
     for name, widget in widgets.items():
         widget.setFocus(Qt.FocusReason.MouseFocusReason)
         settle(5)
@@ -790,7 +770,7 @@ def test_item13_review_dock_text_is_not_clipped(qtbot, window, one_class_project
     for uid, k in ((int(c.ann.uids[3]), Qt.Key.Key_A), (int(c.ann.uids[4]), Qt.Key.Key_X)):
         click(qtbot, window.canvas, *centre(c, uid))
         key(qtbot, window, k)
-    panel = c.panel
+    panel = c.window.review_panel
     for size in ((1400, 900), (1200, 800)):  # the default window, and the tests' window
         window.resize(*size)
         qtbot.wait(100)

@@ -13,7 +13,6 @@ import pytest
 import tifffile
 from pycocotools import mask as mask_util
 
-from cellseg.app.first_run import install_first_run
 from cellseg.app.sample import open_sample
 from cellseg.core.structures import CroppedMasks
 from cellseg.resources import sample
@@ -46,10 +45,9 @@ def test_sample_is_shipped_with_its_licence_and_both_demo_models(nuclei_dir):
 
 
 def test_open_sample_through_the_menu_shows_the_ensemble(window, qtbot, settings, nuclei_dir):
-    install_first_run(window)
-    action = window.actions["open_sample"]
+    action = window.registry["open_sample"]
     assert action in window.menuBar().actions()[0].menu().actions()  # File menu
-    assert window.guidance.isVisible()
+    assert window.first_run.guidance.isVisible()
     with qtbot.waitSignal(window.instances_changed, timeout=300_000,
                           check_params_cb=lambda inst: inst is not None):
         action.trigger()
@@ -65,7 +63,7 @@ def test_open_sample_through_the_menu_shows_the_ensemble(window, qtbot, settings
     for m in s.models:
         assert window.models_panel.model_paths(m.slot) == (str(m.config), str(m.weights))
         assert settings.model_paths(m.slot) == ("", "")
-    assert not window.guidance.isVisible()
+    assert not window.first_run.guidance.isVisible()
 
 
 def test_sample_folder_with_one_model_shows_that_model(window, qtbot, tmp_path, fixtures_dir):

@@ -50,15 +50,14 @@ def make_project(tmp_path: Path, nuclei_dir: Path, reviewed=5) -> Path:
 
 
 def open_dialog(window):
-    from cellseg.app.training import install_training
 
-    action = install_training(window)
+    action = window.registry["train"]
     train_menu = next(a.menu() for a in window.menuBar().actions()
                       if a.text().replace("&", "") == "Train")
     assert action in train_menu.actions()
     assert [a.text() for a in train_menu.actions()].count("&Fine-tune...") == 1
     action.trigger()
-    dialog = window.training_dialog
+    dialog = window.training.dialog
     assert dialog is not None and dialog.isVisible()
     return dialog
 

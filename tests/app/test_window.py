@@ -171,7 +171,9 @@ def test_run_all_statuses_hover_and_review(window, qtbot, crop_folder, fast_casc
     qtbot.mouseMove(window.canvas.viewport(), pos)
     qtbot.waitUntil(lambda: window.instance_label.text() != "", timeout=5000)
     text = window.instance_label.text()
-    assert f"#{i} " in text and f"{first.scores[i]:.2f}" in text
+    # the id History names (the editing model's uid), as in the app
+    assert f"#{window.editing.uid_at_position(i)} " in text
+    assert f"{first.scores[i]:.2f}" in text
     assert f"area {int(first.masks.areas()[i])} px" in text
     assert f"value {int(window.image[y, x])}" in window.pixel_label.text()
 
@@ -213,7 +215,7 @@ def test_overlay_key_and_menu_hide_and_show_the_overlay(window, qtbot):
     # issue 18.7: O and View > Show overlay raised a TypeError and left the overlay on
     from PySide6.QtCore import Qt
 
-    action, box = window.actions["overlay"], window.display_panel.show_overlay
+    action, box = window.registry["overlay"], window.display_panel.show_overlay
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_O)
     assert not action.isChecked() and not box.isChecked()
