@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     import tifffile
 
     try:
-        from cellseg.app.canvas import tiled
+        from cellseg.app.canvas import tile_index as tiled
     except ImportError:  # the canvas before the tiled path
         tiled = None
     if args.canvas != "auto":

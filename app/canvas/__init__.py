@@ -14,7 +14,7 @@ Names other parts of the app (editing tools, undo commands) rely on -- keep them
                             dab on a 2048x2048 image re-renders in well under 16 ms)
         ``overlay.instance_at(x, y)``  instance index under an image pixel, or -1
         ``overlay.set_style(opacity=..., fill=..., contours=..., colour_by=..., hidden_classes=...)``
-    ``canvas.tiled``  True for images of at least ``tiled.TILED_MIN_PIXELS`` (4096 x 4096):
+    ``canvas.tiled``  True for images of at least ``tile_index.TILED_MIN_PIXELS`` (4096 x 4096):
         drawn per tile from pyramid levels, ``canvas.overlay`` is then a
         :class:`tiled.TiledOverlay` (the same API without full-size buffers)
     ``canvas.set_tool(tool or None)``  while set, the canvas calls

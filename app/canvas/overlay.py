@@ -246,7 +246,7 @@ class Overlay:
 def prepare_labels(instances: Instances | None, image_size) -> tuple[np.ndarray, np.ndarray]:
     """(label image, pixel codes) for :meth:`Overlay.set_instances`; pure numpy, thread-safe.
     None for images the canvas draws tiled (they never get a full-size label image)."""
-    from .tiled import uses_tiles
+    from .tile_index import uses_tiles
 
     h, w = instances.image_size if instances is not None else image_size
     if uses_tiles((h, w)):

@@ -1,7 +1,7 @@
 """The zoomable, pannable image canvas: image layer + overlay layer + boxes + ticks of accepted
 instances + hover outline.
 
-Images below :data:`~.tiled.TILED_MIN_PIXELS` are drawn as one image and one overlay image
+Images below :data:`~.tile_index.TILED_MIN_PIXELS` are drawn as one image and one overlay image
 (:class:`Overlay`); larger ones through the multiscale tiles of :mod:`.tiled`
 (:class:`TiledOverlay`, same API), so memory and frame time do not grow with the image.
 """
@@ -17,7 +17,8 @@ from cellseg.core.structures import Instances
 from .contrast import Contrast, apply_contrast, auto_contrast
 from .layers import BoxesLayer, HoverLayer, RasterLayer, TickLayer, grey_or_rgb_qimage
 from .overlay import Overlay
-from .tiled import ImageTiles, TiledOverlay, TileLayer, uses_tiles
+from .tile_index import uses_tiles
+from .tiled import ImageTiles, TiledOverlay, TileLayer
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0

@@ -10,9 +10,11 @@ import pytest
 import tifffile
 from PySide6.QtCore import QPoint, Qt
 
-from cellseg.app.canvas import ImageCanvas, tiled
+from cellseg.app.canvas import ImageCanvas, tile_index
 from cellseg.app.canvas.overlay import Overlay, prepare_labels
-from cellseg.app.canvas.tiled import GridIndex, TiledOverlay
+from cellseg.app.canvas.tile_index import GridIndex
+from cellseg.app.canvas import tiled as tiled_module
+from cellseg.app.canvas.tiled import TiledOverlay
 from cellseg.core.structures import CroppedMasks, Instances
 
 
@@ -145,7 +147,7 @@ def test_an_edit_re_renders_only_its_tiles_and_matches_the_overlay(overlapping):
 def two_canvases(qtbot, nuclei_image, overlapping, monkeypatch):
     canvases = []
     for threshold in (1 << 62, 0):  # the one-image canvas, then the tiled one
-        monkeypatch.setattr(tiled, "TILED_MIN_PIXELS", threshold)
+        monkeypatch.setattr(tile_index, "TILED_MIN_PIXELS", threshold)
         c = ImageCanvas()
         qtbot.addWidget(c)
         c.resize(500, 400)
@@ -220,7 +222,7 @@ def test_an_8k_image_with_8000_cells_stays_within_bounded_memory(qtbot, nuclei_d
     full-size buffer: the canvas's own allocations stay far below one 8k int32 label image
     (256 MiB), and the tile caches within their byte bounds."""
     image, inst = mosaic(nuclei_dir, 8192)
-    assert len(inst) == 8000 and tiled.uses_tiles(image.shape)
+    assert len(inst) == 8000 and tile_index.uses_tiles(image.shape)
     assert prepare_labels(inst, inst.image_size) is None  # the window's worker makes none
     c = ImageCanvas()
     qtbot.addWidget(c)
@@ -245,8 +247,8 @@ def test_an_8k_image_with_8000_cells_stays_within_bounded_memory(qtbot, nuclei_d
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert c.overlay.cached_bytes <= tiled.OVERLAY_CACHE_BYTES
-    assert c.image_tiles._bytes <= tiled.IMAGE_CACHE_BYTES
+    assert c.overlay.cached_bytes <= tiled_module.OVERLAY_CACHE_BYTES
+    assert c.image_tiles._bytes <= tiled_module.IMAGE_CACHE_BYTES
     assert len(c.overlay._tiles) > 100  # it did paint its way over the image
     assert peak < 250 << 20, f"peak {peak / 2**20:.0f} MiB"
     # a hover hit test at 8k goes through the grid index
@@ -268,7 +270,7 @@ def test_image_tiles_come_from_the_files_pyramid_levels(tmp_path, qtbot, nuclei_
         tw.write(big, tile=(256, 256), compression="zlib", subifds=2)
         tw.write(big[::2, ::2] + 1, tile=(256, 256), compression="zlib", subfiletype=1)
         tw.write(big[::4, ::4] + 2, tile=(256, 256), compression="zlib", subfiletype=1)
-    monkeypatch.setattr(tiled, "TILED_MIN_PIXELS", 0)
+    monkeypatch.setattr(tile_index, "TILED_MIN_PIXELS", 0)
     c = ImageCanvas()
     qtbot.addWidget(c)
     c.resize(400, 300)
