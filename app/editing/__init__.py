@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QComboBox, QDockWidget, QLabel, QToolBar
 
 from cellseg.core.project.states import Review
 
+from .assist import BoxTool, install_assist
 from .controller import EditingController
 from .panel import ReviewPanel, history_view
 from .tools import BrushTool, FillTool, LassoTool, PolygonTool, SelectTool, SplitTool
@@ -138,6 +139,8 @@ def install_editing(window) -> EditingController:
         return action
 
     c.actions = a = {}
+    install_assist(window, c, bar, group, act, _icon)  # the Box tool, candidates, Refine (R)
+    bar.addSeparator()
     a["delete"] = act("Delete selected (Del)", c.delete_selected,
                       [QKeySequence.StandardKey.Delete, "Backspace"], "fa5s.trash", True)
     a["merge"] = act("Merge selected (M)", c.merge_selected, ["M"], "fa5s.object-group", True)
@@ -147,10 +150,10 @@ def install_editing(window) -> EditingController:
                       "fa5s.times", True)
     a["fill_all"] = act("Fill all holes of selected (Shift+H)", c.fill_holes_selected,
                         ["Shift+H"])
-    a["next_instance"] = act("Next instance (Tab)", lambda: c.select_next(1), ["Tab"])
+    a["next_instance"] = act("Next instance (Tab)", lambda: _step(c, 1), ["Tab"])
     # Shift+Tab only: X11 delivers it as Backtab and Qt matches it to Shift+Tab; a Backtab
     # binding as well made the key ambiguous there, and it did nothing
-    a["previous_instance"] = act("Previous instance (Shift+Tab)", lambda: c.select_next(-1),
+    a["previous_instance"] = act("Previous instance (Shift+Tab)", lambda: _step(c, -1),
                                  ["Shift+Tab"])
     a["next_unreviewed"] = act("Next unreviewed image (N)", c.next_unreviewed, ["N"],
                                "fa5s.forward", True)
@@ -253,8 +256,15 @@ def _resize_brush(c: EditingController, factor: float) -> None:
 
 def _finish_polygon(c: EditingController) -> None:
     tool = c.active_tool
-    if isinstance(tool, PolygonTool):
-        tool.finish()
+    if isinstance(tool, (PolygonTool, BoxTool)):
+        tool.finish()  # the polygon closes; the Box tool accepts the candidate Tab reached
+
+
+def _step(c: EditingController, step: int) -> None:
+    """Tab: the Box tool walks its candidates (while there are any), else the instances."""
+    walk = getattr(c.active_tool, "walk", None)
+    if walk is None or not walk(step):
+        c.select_next(step)
 
 
 def _ask_new_project(window, c) -> None:

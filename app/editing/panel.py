@@ -86,7 +86,8 @@ class ReviewPanel(QWidget):
             f"{c['instances']} instances ({c['shown']} shown)\n"
             f"image {reviewed}\n"
             f"accepted {c['accepted']} · rejected {c['rejected']}\n"
-            f"edited {c['edited']} · drawn {c['drawn']} · deleted {c['deleted']}")
+            f"edited {c['edited']} · drawn {c['drawn']} · deleted {c['deleted']}\n"
+            f"assisted {c.get('assisted', 0)} (box prompts, accepted candidates)")
 
 
 def history_view(undo_stack, parent=None) -> QUndoView:

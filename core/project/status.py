@@ -31,7 +31,7 @@ def image_statuses(store: ProjectStore, image_id: int | None = None) -> dict[str
     rows = store._conn.execute(
         "SELECT im.file_name, im.reviewed, COUNT(i.id), "
         "SUM(i.deleted = 0 AND i.review != 'rejected' AND i.area > 0), "
-        "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn') OR i.review != 'pending') "
+        "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn', 'assisted') OR i.review != 'pending') "
         "FROM images im LEFT JOIN instances i ON i.image_id = im.id " + where +
         "GROUP BY im.id").fetchall()
     out = {}

@@ -299,7 +299,7 @@ class ProjectStore:
                "SUM(deleted = 0), SUM(deleted = 0 AND review = 'accepted'), "
                "SUM(deleted = 0 AND review = 'rejected'), SUM(deleted = 0 AND review = 'pending'), "
                "SUM(deleted = 0 AND origin = 'edited'), SUM(deleted = 0 AND origin = 'drawn'), "
-               "SUM(deleted) FROM instances")
+               "SUM(deleted), SUM(deleted = 0 AND origin = 'assisted') FROM instances")
         if image_id is not None:
             row = self._conn.execute(sql + " WHERE image_id = ?", (int(image_id),)).fetchone()
             return ReviewCounts(*[int(v or 0) for v in row[1:]])
