@@ -35,7 +35,7 @@ from ..canvas.candidates import CandidatesLayer
 from .tools import LEFT, Tool, _button, _modifiers
 
 MIN_BOX_PX = 3.0  # a smaller drag (in image pixels) is a click: it accepts a candidate
-REFINE_MARGIN = 0.1  # the refine box: the instance's box grown by this fraction per side
+REFINE_MARGIN = 0.05  # the refine box: the instance's box grown by this fraction per side
 LOW_DEFAULT = 0.2
 
 

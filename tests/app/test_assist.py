@@ -16,6 +16,7 @@ from test_editing_tools import click, drag, key, view_pos
 
 MODEL_TIMEOUT = 180_000  # ms: CPU model runs on a shared machine
 MISSED_LABEL_INDEX = 38  # a nucleus the demo Cascade misses at 0.5 (its best IoU is < 0.5)
+REFINE_LABEL_INDEX = 65  # a round nucleus: its box covers it with IoU 0.5
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +134,17 @@ def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_pa
                                                           demo):
     c = open_reviewed(qtbot, window, tmp_path, nuclei_dir, {"cascade": demo["cascade"]})
     a = c.assist
-    key(qtbot, window, Qt.Key.Key_D)
-    with qtbot.waitSignal(a.candidates_changed, timeout=30000,
-                          check_params_cb=lambda n: n > 0):
-        a.low_box.setValue(0.05)
+    # a strict threshold leaves more of the model's detections to find as candidates
+    before = window.current_instances()
+    window.post_panel.set_score_threshold(0.9)
+    qtbot.waitUntil(lambda: window.current_instances() is not before, timeout=30000)
+    a.low_box.setValue(0.05)
+    with qtbot.waitSignal(a.candidates_changed, timeout=30000):
+        key(qtbot, window, Qt.Key.Key_D)
+    assert a.layer.isVisible()
     pool = a.candidates()
-    assert len(pool) == len(a.layer) >= 3
-    assert (pool.scores >= 0.05).all() and (pool.scores < 0.5).all()
+    assert len(pool) == len(a.layer) >= 4, len(pool)
+    assert (pool.scores >= 0.05).all() and (pool.scores < 0.9).all()
     assert np.all(np.diff(pool.scores) <= 0)  # highest first
     raw = window.service.cached(window._keys(window.index)[0])
     # a candidate is one of the model's own detections, mask for mask
@@ -162,7 +167,10 @@ def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_pa
     np.testing.assert_array_equal(dense(s), want)
     assert s.score == pytest.approx(float(first.scores[0])) and s.origin == Origin.ASSISTED
     assert s.class_id == int(first.classes[0])
-    assert len(a.candidates()) == len(pool) - 1  # it is no candidate any more
+    # neither it nor its lower-scoring duplicates are candidates any more
+    left = a.candidates()
+    assert len(left) < len(pool)
+    assert not any(np.array_equal(d, want) for d in left.masks.to_dense())
 
     # Tab walks the candidates by score, Enter accepts the one reached
     key(qtbot, window, Qt.Key.Key_Tab)
@@ -179,8 +187,10 @@ def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_pa
     left = len(a.candidates())
     assert left > 0
     key(qtbot, window, Qt.Key.Key_A, Qt.KeyboardModifier.ShiftModifier)
-    assert len(c.ann) == n0 + 2 + left and len(a.candidates()) == 0
-    assert c.counts()["assisted"] == 2 + left
+    assert len(a.candidates()) == 0
+    added = len(c.ann) - (n0 + 2)  # (a candidate that a later one covers entirely is not)
+    assert 0 < added <= left and c.counts()["assisted"] == 2 + added
+    assert window.undo_stack.undoText() == f"Accept candidate x{added}"
     key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert len(c.ann) == n0 + 2 and len(a.candidates()) == left
 
@@ -192,12 +202,11 @@ def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_pa
 def test_refine_moves_a_coarse_polygon_toward_the_truth(qtbot, window, tmp_path, nuclei_dir,
                                                          demo, truth):
     c = open_reviewed(qtbot, window, tmp_path, nuclei_dir, demo)
-    gt = truth[MISSED_LABEL_INDEX]
-    x0, y0, x1, y1 = box_of(gt, grow=0)
-    # a deliberately coarse hand drawing: a diamond through the box's edge midpoints
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    gt = truth[REFINE_LABEL_INDEX]
+    # a deliberately coarse hand drawing: the rectangle around the nucleus, 2 px out
+    x0, y0, x1, y1 = box_of(gt, grow=2)
     key(qtbot, window, Qt.Key.Key_P)
-    for p in ((cx, y0 - 1), (x1 + 1, cy), (cx, y1 + 1), (x0 - 1, cy)):
+    for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
         click(qtbot, window.canvas, *p)
     uids0 = set(c.ann.uids.tolist())
     key(qtbot, window, Qt.Key.Key_Return)
@@ -210,7 +219,8 @@ def test_refine_moves_a_coarse_polygon_toward_the_truth(qtbot, window, tmp_path,
         key(qtbot, window, Qt.Key.Key_R)
     refined = c.ann.state(uid)
     assert refined.origin == Origin.DRAWN and refined.class_id == drawn.class_id
-    assert iou(dense(refined), gt) > coarse + 0.05, (coarse, iou(dense(refined), gt))
+    assert coarse < 0.6 and iou(dense(refined), gt) > coarse + 0.15, (coarse,
+                                                                      iou(dense(refined), gt))
     assert window.undo_stack.undoText().startswith("Refine")
     key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert c.ann.state(uid).same_as(drawn)
