@@ -12,8 +12,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
-FAINT = QColor(255, 236, 120, 170)
-CURRENT = QColor(255, 236, 120, 255)
+FAINT = QColor(255, 255, 255, 190)
+CURRENT = QColor(255, 230, 0, 255)
 
 
 def outline_path(window, crop: np.ndarray) -> QPainterPath:
