@@ -9,7 +9,8 @@ Keyboard-only review: Tab / Shift+Tab step through the visible instances (lowest
 A accepts, X rejects, Del deletes, 1-9 set the class, M merges the selection, Ctrl+R marks the
 image reviewed, N jumps to the next unreviewed image; Ctrl+Z / Ctrl+Shift+Z undo and redo.
 Tools: S select, B brush, E eraser ([ and ] resize), L lasso, P polygon (Enter or right click
-closes), K split along a line, H fill a hole.
+closes), K split along a line, H fill a hole, D box prompt (the model draws the cell in a dragged
+box; candidates, Shift+A, Tab and Enter: see :mod:`.assist`), R refine with PointRend.
 """
 from __future__ import annotations
 

@@ -14,23 +14,25 @@ from typing import Mapping
 import numpy as np
 
 from ..structures import Instances
-from .pipeline import Settings, compose
 
 MAX_COVERED = 0.3  # a candidate with more of its pixels on existing instances is a duplicate
 
 
-def candidate_pool(raw: Mapping[str, Instances], settings: Settings, low: float) -> Instances:
+def candidate_pool(raw: Mapping[str, Instances], settings, low: float) -> Instances:
     """Detections scoring in ``[low, settings.score_threshold)``, highest score first.
 
     Args:
         raw: model key -> the model's raw Instances (as :func:`compose` takes them).
-        settings: the review's post-processing (its threshold is the upper bound).
+        settings: the review's post-processing (:class:`~.pipeline.Settings`; its threshold is
+            the upper bound).
         low: the candidates' lower score bound.
 
     Returns:
         The composed detections in that score range (the cap on detections is not applied:
         it keeps the best shown ones, and candidates are below them).
     """
+    from .pipeline import compose  # (imports torch: the window must start without it)
+
     below = compose(raw, replace(settings, score_threshold=float(low), max_detections=None))
     keep = np.flatnonzero(below.scores < settings.score_threshold)
     return below[keep[np.argsort(-below.scores[keep], kind="stable")]]
