@@ -56,10 +56,6 @@ class AssistService(QObject):
         k = self.service.key_for(image, model, tta=False)
         return k.image, k.model, k.config, k.weights, k.device, k.precision
 
-    def cached_images(self) -> set[str]:
-        with self._lock:
-            return {k[0] for k in self._features}
-
     def has_features(self, image: str, model: str) -> bool:
         with self._lock:
             return self.feature_key(image, model) in self._features

@@ -96,7 +96,10 @@ def measure(app, qtbot_like, window, c, boxes: np.ndarray) -> list[float]:
         n = len(shown)
         t = time.perf_counter()
         QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p1)
+        deadline = time.time() + 120
         while len(shown) == n:
+            if time.time() > deadline:
+                raise SystemExit(f"no mask after 120 s: {window.statusBar().currentMessage()}")
             app.processEvents()
             time.sleep(0.0005)
         vp.repaint()  # the paint that puts the new instance on screen
@@ -144,6 +147,16 @@ def main(argv=None) -> int:
                 while window.image is None and time.time() < deadline:
                     app.processEvents()
                 window.cancel()
+                while window.service.busy and time.time() < deadline:
+                    app.processEvents()
+                    time.sleep(0.01)
+                from cellseg.core.structures import CroppedMasks, Instances
+
+                h, w = window.image.shape[:2]
+                empty = np.zeros((0, 4), np.float32)
+                window.set_current_instances(Instances(
+                    (h, w), empty, np.zeros(0, np.float32), np.zeros(0, np.int64),
+                    CroppedMasks.from_dense(np.zeros((0, h, w), bool))), edited=False)
             while (c.ann is None or (models is not None and window.current_instances() is None)
                    ) and time.time() < deadline:
                 app.processEvents()

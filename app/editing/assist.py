@@ -18,8 +18,6 @@ this module only turns gestures into requests and results into edits.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from PySide6.QtCore import QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
@@ -66,7 +64,6 @@ class Assist(QObject):
         self._pool_key = None
         self.shown = np.zeros(0, np.int64)  # pool indices of the candidates drawn
         self.current = -1  # position in ``shown`` Tab reached
-        self.release_time = None  # perf_counter of the last box release (benchmarks)
         self.window.image_shown.connect(self._image_shown)
         self.c.changed.connect(self._annotations_changed)
 
@@ -108,7 +105,6 @@ class Assist(QObject):
             classes = np.array([self.c.ann.state(adjust_uid).class_id])
         else:
             classes = None if self.model_class else np.array([self.c.current_class])
-        self.release_time = time.perf_counter()
         ann = self.c.ann
         return bool(self.service.predict(
             path, image, self.models(), box, classes,
@@ -132,7 +128,6 @@ class Assist(QObject):
         h, w = self.c.ann.image_size
         box = np.array([[max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)]],
                        np.float32)
-        self.release_time = time.perf_counter()
         ann = self.c.ann
         return bool(self.service.predict(
             path, image, ("pointrend",), box, np.array([s.class_id]),

@@ -83,7 +83,7 @@ def stored_origins(c) -> dict[int, str]:
 
 
 def test_box_around_a_missed_nucleus_gives_its_mask_undo_and_shift_drag(
-        qtbot, window, tmp_path, nuclei_dir, demo, truth):
+        qtbot, window, tmp_path, nuclei_dir, demo, truth, crop_folder):
     c = open_reviewed(qtbot, window, tmp_path, nuclei_dir, {"cascade": demo["cascade"]})
     gt = truth[MISSED_LABEL_INDEX]
     assert best_iou(c.ann, gt) < 0.5  # the model missed it at its threshold
@@ -128,6 +128,15 @@ def test_box_around_a_missed_nucleus_gives_its_mask_undo_and_shift_drag(
     assert sx1 <= small[2] + 1 and sy1 <= small[3] + 1
     key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert c.ann.state(new).same_as(state)
+
+    # the image's features were computed once and are kept while it is shown, then dropped
+    path = window._current_path()
+    assert c.assist.service.has_features(path, "cascade") and c.assist.service.nbytes > 2 ** 20
+    c.close_project()
+    window.forget_unsaved()
+    with qtbot.waitSignal(window.image_shown, timeout=10000):
+        assert window.open_path(crop_folder)
+    assert not c.assist.service.has_features(path, "cascade")
 
 
 def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_path, nuclei_dir,
