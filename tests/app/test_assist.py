@@ -98,7 +98,7 @@ def test_box_around_a_missed_nucleus_gives_its_mask_undo_and_shift_drag(
     state = c.ann.state(new)
     assert state.origin == Origin.ASSISTED and state.review == Review.ACCEPTED
     assert iou(dense(state), gt) >= 0.7, iou(dense(state), gt)
-    assert c.counts()["assisted"] == 1 and "assisted 1" in c.panel.counts.text()
+    assert c.counts()["assisted"] == 1 and "assisted 1" in c.panel.counts.text().splitlines()
     assert stored_origins(c)[new] == "assisted"  # in the project file as its own origin
     assert window.undo_stack.undoText().startswith("Box prompt")
 
