@@ -78,7 +78,7 @@ def full_size_setup(window, tmp: Path):
     return path, np.tile(labels, (2, 2))
 
 
-def measure(app, qtbot_like, window, c, boxes: np.ndarray) -> list[float]:
+def measure(app, window, c, boxes: np.ndarray) -> list[float]:
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtTest import QTest
 
@@ -166,8 +166,8 @@ def main(argv=None) -> int:
                 app.processEvents()
                 time.sleep(0.01)
             boxes = prompt_boxes(lab, args.boxes)
-            measure(app, None, window, c, boxes[:2])  # warm-up of the heads
-            times = sorted(measure(app, None, window, c, boxes))
+            measure(app, window, c, boxes[:2])  # warm-up of the heads
+            times = sorted(measure(app, window, c, boxes))
             p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
             h, w = window.image.shape[:2]
             print(f"| {name} | {w}x{h} | {len(times)} | {statistics.median(times) * 1000:.0f} | "

@@ -23,7 +23,6 @@ from PySide6.QtCore import QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGraphicsRectItem, QLabel
 
-from cellseg.core.errors import CellsegError
 from cellseg.core.postprocess.candidates import candidate_pool, occupancy, uncovered
 from cellseg.core.project import edits as E
 from cellseg.core.project.states import Region
