@@ -65,7 +65,12 @@ TOOLS = (
     ("polygon", "Polygon (draw instance)", "P", "fa5s.vector-square"),
     ("split", "Split along a line", "K", "fa5s.cut"),
     ("fill", "Fill hole", "H", "fa5s.fill-drip"),
+    ("box", "Box prompt", "D", "fa5s.magic"),
 )
+BOX_TIP = ("Box prompt (D): drag a box around a cell and the model draws its mask (Ctrl+Z "
+           "undoes). Shift-drag gives the selected cell a new box. Faint dashed outlines are "
+           "cells the model found below the score threshold: click one to accept it, Shift+A "
+           "accepts all in view, Tab walks them, Enter accepts the one reached.")
 
 SAMPLE_TIP = ("Open a bundled nuclei image with two small demo models (Cascade and PointRend, "
               "shown as their ensemble): predictions appear without any other file")
@@ -100,8 +105,13 @@ ACTIONS: tuple[ActionSpec, ...] = (
     # Enter on the canvas only: window-wide it took Enter from the Models panel's path fields
     ActionSpec("finish_shape", "Finish polygon (Enter)", ("Return", "Enter"), scope="canvas"),
     *(ActionSpec(f"class{k}", f"Class {k}", (str(k),)) for k in range(1, 10)),
-    *(ActionSpec(f"tool_{name}", f"{label} ({key})", (key,), icon, checkable=True, group="tools")
+    *(ActionSpec(f"tool_{name}", f"{label} ({key})", (key,), icon, checkable=True, group="tools",
+                 tip=BOX_TIP if name == "box" else "")
       for name, label, key, icon in TOOLS),
+    ActionSpec("refine", "Refine selected with PointRend (R)", ("R",), "fa5s.crosshairs",
+               tip="Refine (R): PointRend predicts the selected cell's mask again inside its box "
+                   "(for coarse hand drawings); Ctrl+Z restores the old mask"),
+    ActionSpec("accept_candidates", "Accept candidates in view (Shift+A)", ("Shift+A",)),
     # View ("1" is a class key: 1:1 is Ctrl+1)
     ActionSpec("fit", "&Fit to window", ("F",), "fit"),
     ActionSpec("one", "&Actual size (1:1)", ("Ctrl+1",), "one_to_one"),
@@ -135,8 +145,8 @@ MENUS: tuple[tuple[str, tuple], ...] = (
                Submenu("export", "&Export project", tuple(f"export_{k}" for k, _ in EXPORTS)),
                SEP, "screenshot", SEP, "quit")),
     ("&Edit", ("undo", "redo", SEP, "reviewed", Submenu("classes", "Change &class"), "delete",
-               "merge", "accept", "reject", "fill_all", "next_instance", "previous_instance",
-               "next_unreviewed")),
+               "merge", "accept", "reject", "fill_all", "refine", "accept_candidates",
+               "next_instance", "previous_instance", "next_unreviewed")),
     ("&View", ("fit", "one", "zoom_in", "zoom_out", SEP, "next", "previous", SEP, "overlay", SEP,
                Slot("docks"))),
     ("&Model", ("set_cascade", "set_pointrend", SEP, "run", "run_all", "cancel")),
@@ -146,8 +156,9 @@ MENUS: tuple[tuple[str, tuple], ...] = (
                   SEP, "project_import_coco", SEP, "project_export_coco", "project_export_tiff")),
 )
 
-TOOLBAR: tuple = (*(f"tool_{name}" for name, *_ in TOOLS), SEP, Slot("draw_as"), SEP,
-                  "delete", "merge", "accept", "reject", "next_unreviewed", "reviewed")
+TOOLBAR: tuple = (*(f"tool_{name}" for name, *_ in TOOLS), Slot("assist"), SEP, Slot("draw_as"),
+                  SEP, "delete", "merge", "accept", "reject", "refine", "next_unreviewed",
+                  "reviewed")
 
 
 def make_icon(name: str | None) -> QIcon:

@@ -20,6 +20,7 @@ from . import interop_menu, window_dialogs as dialogs
 from .actions import SAMPLE_TIP, TOOLBAR, TOOLS, ActionRegistry
 from .editing import EditingController
 from .editing import menus as editing_menus
+from .editing.assist import assist_controls, step as assist_step
 from .editing.panel import ReviewPanel, history_view
 from .first_run import FirstRun
 from .interop_menu import EXPORTS, IMPORTS
@@ -54,8 +55,9 @@ def commands(w, c: EditingController, training: TrainingLauncher) -> dict[str, C
         "delete": c.delete_selected, "merge": c.merge_selected,
         "accept": partial(c.review_selected, Review.ACCEPTED),
         "reject": partial(c.review_selected, Review.REJECTED),
-        "fill_all": c.fill_holes_selected, "next_instance": partial(c.select_next, 1),
-        "previous_instance": partial(c.select_next, -1), "next_unreviewed": c.next_unreviewed,
+        "fill_all": c.fill_holes_selected, "next_instance": partial(assist_step, c, 1),
+        "previous_instance": partial(assist_step, c, -1), "next_unreviewed": c.next_unreviewed,
+        "refine": c.assist.refine, "accept_candidates": c.assist.accept_in_view,
         "bigger": partial(c.resize_brush, 1.25), "smaller": partial(c.resize_brush, 0.8),
         "finish_shape": c.finish_polygon,
         "fit": canvas.fit_to_window, "one": canvas.zoom_1to1,
@@ -110,7 +112,8 @@ def build_features(window) -> Features:
     toolbar.setObjectName("editing-toolbar")
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
     draw_as = editing_menus.DrawAsBox(c, window)
-    registry.fill(toolbar, TOOLBAR, {"draw_as": [QLabel(" Draw as ", window), draw_as]}, menus)
+    registry.fill(toolbar, TOOLBAR, {"draw_as": [QLabel(" Draw as ", window), draw_as],
+                                     "assist": assist_controls(window, c.assist)}, menus)
     c.tool_chosen.connect(lambda name: name and registry[f"tool_{name}"].setChecked(True))
 
     panel = ReviewPanel(c, window)

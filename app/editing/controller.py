@@ -1,11 +1,9 @@
-"""The editing controller: the current image's editing model, selection, review filters and the
-project database, wired to the review window's canvas and undo stack.
+"""The editing controller: the current image's editing model, selection, review filters, tools
+(the Box tool's model help too) and the project, wired to the window's canvas and undo stack.
 
-Without a project, edits live in the window's per-image memory (``set_current_instances``).
-With a project open (:meth:`open_project`), each image of the window is matched to a project
-image by its path relative to the project's images folder; stored annotations replace the model
-predictions on screen, and every finished edit (and every undo/redo) is one committed
-transaction. A prediction becomes part of the project on its first edit.
+Without a project, edits live in the window's per-image memory. With one open, each image is
+matched to a project image by its path relative to the images folder; stored annotations replace
+the predictions on screen and every finished edit (and undo/redo) is one committed transaction.
 """
 from __future__ import annotations
 
@@ -24,6 +22,7 @@ from cellseg.core.review.project import project_name, write_edit
 from .commands import EditCommand
 from .project_ops import ProjectOpsMixin
 from .project_view import ProjectViewMixin
+from .assist import Assist, BoxTool
 from .tools import BrushTool, FillTool, LassoTool, PolygonTool, SelectTool, SplitTool
 
 
@@ -50,8 +49,7 @@ class EditingController(ProjectOpsMixin, ProjectViewMixin, QObject):
         self.max_score: float | None = None  # review filter: only instances scoring below
         self.only_class: int | None = None  # review filter: only this class
         self._rows = np.zeros(0, np.int64)  # ann rows shown on the canvas, in canvas order
-        self._busy = False
-        self._last_shown = None  # the Instances last handed to the window
+        self._busy, self._last_shown = False, None  # the Instances last handed to the window
         # without a project: uids the image started with, and deletions on earlier visits
         self._initial_uids: set[int] = set()
         self._deleted_before: dict[int, int] = {}
@@ -61,6 +59,8 @@ class EditingController(ProjectOpsMixin, ProjectViewMixin, QObject):
                       "eraser": BrushTool(self, erase=True), "lasso": LassoTool(self),
                       "polygon": PolygonTool(self), "split": SplitTool(self),
                       "fill": FillTool(self)}
+        self.assist = Assist(self)  # box prompts, candidates, refine (the model's help)
+        self.tools["box"] = BoxTool(self, self.assist)
         self.active_tool = None
         window.image_shown.connect(self._image_shown)
         window.instances_changed.connect(self._instances_changed)
@@ -85,8 +85,8 @@ class EditingController(ProjectOpsMixin, ProjectViewMixin, QObject):
         self.changed.emit()
 
     def finish_polygon(self) -> None:
-        """Enter: close the polygon being drawn (other tools ignore it)."""
-        if isinstance(self.active_tool, PolygonTool):
+        """Enter: close the polygon, or accept the candidate Tab reached (Box tool)."""
+        if isinstance(self.active_tool, (PolygonTool, BoxTool)):
             self.active_tool.finish()
 
     # ================================================================== image changes

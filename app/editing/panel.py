@@ -14,6 +14,8 @@ class ReviewPanel(QWidget):
         # short lines, not word wrap: a wrapped label asks its dock for less height than its
         # text needs, and the dock squeezed it (the counts' last line was cut off at 1200x800)
         self.counts = QLabel("", self)
+        self.counts.setToolTip("assisted: cells the model drew at your request (Box prompt "
+                               "tool, accepted candidates)")
         self.low_score = QCheckBox("Only scores below", self)
         self.score_limit = QDoubleSpinBox(self)
         self.score_limit.setRange(0.0, 1.0)
@@ -86,7 +88,8 @@ class ReviewPanel(QWidget):
             f"{c['instances']} instances ({c['shown']} shown)\n"
             f"image {reviewed}\n"
             f"accepted {c['accepted']} · rejected {c['rejected']}\n"
-            f"edited {c['edited']} · drawn {c['drawn']} · deleted {c['deleted']}")
+            f"edited {c['edited']} · drawn {c['drawn']} · deleted {c['deleted']}\n"
+            f"assisted {c.get('assisted', 0)}")
 
 
 def history_view(undo_stack, parent=None) -> QUndoView:

@@ -187,7 +187,8 @@ class ImageAnnotations:
                 "rejected": int((self.reviews == Review.REJECTED).sum()),
                 "pending": int((self.reviews == Review.PENDING).sum()),
                 "edited": int((self.origins == Origin.EDITED).sum()),
-                "drawn": int((self.origins == Origin.DRAWN).sum())}
+                "drawn": int((self.origins == Origin.DRAWN).sum()),
+                "assisted": int((self.origins == Origin.ASSISTED).sum())}
 
     # ------------------------------------------------------------ applying edits
     def apply(self, edit: Edit) -> None:

@@ -90,6 +90,67 @@ def draw_instance(ann: ImageAnnotations, region: Region, class_id: int,
     return Edit(label, before, after)
 
 
+def add_instances(ann: ImageAnnotations, regions: list[Region], classes, scores,
+                  origin: Origin = Origin.ASSISTED, allow_overlap: bool = False,
+                  label: str = "Add instance") -> Edit:
+    """New instances made by a model for the reviewer (a box prompt, accepted candidates).
+
+    Args:
+        ann: the image's editing model.
+        regions: one mask per new instance (empty ones are skipped).
+        classes: (N,) their classes; scores: (N,) their scores.
+        origin: what the review counts call them.
+        allow_overlap: False: each new mask takes its pixels from every instance it overlaps,
+            earlier new ones of the same edit included (the later one wins, as with drawing).
+        label: the History's name of the edit.
+
+    Returns:
+        One Edit adding them all (accepted: the reviewer chose them).
+    """
+    before: dict = {}
+    after: dict = {}
+    added: list[int] = []
+    for region, class_id, score in zip(regions, np.asarray(classes).reshape(-1),
+                                       np.asarray(scores).reshape(-1)):
+        if region.empty:
+            continue
+        uid = ann.new_uid()
+        window, crop = tighten(region.window, region.crop)
+        state = InstanceState(uid, window, crop, int(class_id), float(score), origin,
+                              Review.ACCEPTED)
+        if not allow_overlap:
+            _take_from_others(ann, state.region, set(added) | {uid}, before, after)
+            for prev in added:  # new ones of this edit are not in ann yet
+                p = after[prev]
+                if p is None:
+                    continue
+                crop_p = subtract(p.window, p.crop, state.window, state.crop)
+                if not crop_p.any():
+                    after[prev] = None
+                elif not np.array_equal(crop_p, p.crop):
+                    w_p, c_p = tighten(p.window, crop_p)
+                    after[prev] = replace(p, window=w_p, crop=c_p)
+        before[uid], after[uid] = None, state
+        added.append(uid)
+    if not added:
+        raise EditError("the model found no pixel of a cell there")
+    return Edit(label if len(added) == 1 else f"{label} x{len(added)}", before, after)
+
+
+def replace_mask(ann: ImageAnnotations, uid: int, region: Region, allow_overlap: bool = False,
+                 label: str = "Replace mask") -> Edit:
+    """Instance ``uid`` with a new mask (re-predicted in a new box, refined), its class, score
+    and review kept; pixels it gains are taken from others unless overlap is allowed."""
+    if region.empty:
+        raise EditError("the new mask covers no pixel")
+    target = ann.state(uid)
+    before: dict = {uid: target}
+    after: dict = {uid: target.with_mask(region)}
+    if not allow_overlap:
+        _take_from_others(ann, after[uid].region, {uid}, before, after)
+    return Edit(label, before, after)
+
+
 def fill_holes(ann: ImageAnnotations, uid: int, at: tuple[float, float] | None = None) -> Edit:
     """Fill the hole of ``uid`` containing point ``at`` (or every hole), leaving other
     instances' pixels alone."""
@@ -192,11 +253,14 @@ def _count(uids) -> str:
 
 def _take_from_others(ann: ImageAnnotations, region: Region, exclude: set[int],
                       before: dict, after: dict) -> None:
-    """Remove ``region`` from every other instance it touches (the overlap rule)."""
+    """Remove ``region`` from every other instance it touches (the overlap rule), starting from
+    the state ``after`` already gives it (an edit adding several instances)."""
     for other in ann.overlapping(region.window, exclude=exclude):
-        o = ann.state(int(other))
+        o = after[int(other)] if int(other) in after else ann.state(int(other))
+        if o is None:
+            continue
         crop = subtract(o.window, o.crop, region.window, region.crop)
         if np.array_equal(crop, o.crop):
             continue
-        before[o.uid] = o
+        before.setdefault(o.uid, ann.state(o.uid))
         after[o.uid] = o.with_mask(Region(o.window, crop)) if crop.any() else None

@@ -45,6 +45,7 @@ class ReviewCounts:
     edited: int = 0
     drawn: int = 0
     deleted: int = 0
+    assisted: int = 0  # made by a model at the reviewer's request
 
 
 @dataclass(frozen=True)

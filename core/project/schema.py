@@ -39,7 +39,7 @@ CREATE TABLE instances (
     image_id INTEGER NOT NULL REFERENCES images(id),
     class_index INTEGER NOT NULL,
     score REAL NOT NULL,
-    origin TEXT NOT NULL,                -- model | imported | edited | drawn
+    origin TEXT NOT NULL,                -- model | imported | edited | drawn | assisted
     review TEXT NOT NULL,                -- pending | accepted | rejected
     deleted INTEGER NOT NULL DEFAULT 0,  -- deleted by the user: kept, never exported
     created INTEGER NOT NULL DEFAULT 0,  -- made by an edit (not from a model or an import)

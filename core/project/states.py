@@ -27,6 +27,7 @@ class Origin(IntEnum):
     IMPORTED = 1  # from an imported COCO file, untouched
     EDITED = 2  # a prediction or import whose mask or class was corrected
     DRAWN = 3  # created by hand
+    ASSISTED = 4  # made by a model at the reviewer's request (box prompt, accepted candidate)
 
 
 class Review(IntEnum):

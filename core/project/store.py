@@ -222,7 +222,7 @@ class ProjectStore:
         return self._conn.execute(
             "SELECT im.file_name, im.reviewed, COUNT(i.id), "
             "SUM(i.deleted = 0 AND i.review != 'rejected' AND i.area > 0), "
-            "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn') OR i.review != 'pending') "
+            "SUM(i.deleted = 1 OR i.origin IN ('edited', 'drawn', 'assisted') OR i.review != 'pending') "
             "FROM images im LEFT JOIN instances i ON i.image_id = im.id " + where +
             "GROUP BY im.id", () if image_id is None else (int(image_id),)).fetchall()
 
@@ -311,7 +311,7 @@ class ProjectStore:
                "SUM(deleted = 0), SUM(deleted = 0 AND review = 'accepted'), "
                "SUM(deleted = 0 AND review = 'rejected'), SUM(deleted = 0 AND review = 'pending'), "
                "SUM(deleted = 0 AND origin = 'edited'), SUM(deleted = 0 AND origin = 'drawn'), "
-               "SUM(deleted) FROM instances")
+               "SUM(deleted), SUM(deleted = 0 AND origin = 'assisted') FROM instances")
         if image_id is not None:
             row = self._conn.execute(sql + " WHERE image_id = ?", (int(image_id),)).fetchone()
             return ReviewCounts(*[int(v or 0) for v in row[1:]])

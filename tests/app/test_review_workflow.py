@@ -786,7 +786,7 @@ def test_item13_review_dock_text_is_not_clipped(qtbot, window, one_class_project
                 size, type(w).__name__, w.size().toTuple(), need.toTuple())
     assert panel.counts.text().splitlines() == [
         "125 instances (125 shown)", "image not reviewed", "accepted 1 · rejected 1",
-        "edited 0 · drawn 0 · deleted 0"]
+        "edited 0 · drawn 0 · deleted 0", "assisted 0"]
 
 
 _QUIT_CHILD = r"""
