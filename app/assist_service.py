@@ -106,7 +106,7 @@ class AssistService(QObject):
 
     def _encode_job(self, image_path: str, image: np.ndarray, model: str) -> None:
         key = self.service.key_for(image_path, model, tta=False)
-        self._encoded(image_path, model, self.service._predictor(key), image)
+        self._encoded(image_path, model, self.service.predictor(key), image)
 
     def predict(self, image_path: str, image: np.ndarray, models: tuple[str, ...],
                 boxes: np.ndarray, classes: np.ndarray | None,
@@ -133,7 +133,7 @@ class AssistService(QObject):
         outputs = []
         for m in models:
             key = self.service.key_for(image_path, m, tta=False)
-            predictor = self.service._predictor(key)
+            predictor = self.service.predictor(key)
             encoded = self._encoded(image_path, m, predictor, image)
             out = masks_for_boxes(predictor, encoded, boxes, classes)
             if classes is None and len(out) == len(boxes):

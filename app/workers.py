@@ -211,7 +211,7 @@ class InferenceService(QObject):
         if not (key.config and key.weights):
             raise CellsegError(f"no {key.model} model set: choose its config.yaml and "
                                "checkpoint in the Models panel")
-        predictor = self._predictor(key)
+        predictor = self.predictor(key)
         watch = dict(stop=stop.is_set,
                      # the signal is queued to the GUI thread: a handful per stage or tile
                      progress=lambda *step: self.run_progress.emit(key, *step))
@@ -250,7 +250,8 @@ class InferenceService(QObject):
             return predict_tiled(predictor, image, key.tile, tta=key.tta,
                                  limits=stretch_limits(image.overview()), **watch)
 
-    def _predictor(self, key: RawKey):
+    def predictor(self, key: RawKey):
+        """The loaded model of ``key`` (model thread only: loads it on first use; one per slot)."""
         pkey = (key.config, key.weights, key.device, key.precision)
         predictor = self._predictors.get(pkey)
         if predictor is None:

@@ -68,7 +68,7 @@ class Assist(QObject):
 
     # ------------------------------------------------------------------ helpers
     def _image(self):
-        path = self.window._current_path()
+        path = self.window.current_path()
         return (path, self.window.image) if path and self.window.image is not None else (None, None)
 
     def models(self) -> tuple[str, ...]:
@@ -138,7 +138,7 @@ class Assist(QObject):
 
     def _answer(self, path, ann, inst, uid, label: str) -> None:
         """(GUI thread) the model's mask: one undoable edit, if the image is still the same."""
-        if path != self.window._current_path() or ann is not self.c.ann:
+        if path != self.window.current_path() or ann is not self.c.ann:
             return  # the reviewer moved on: the answer is for an image no longer edited
         if len(inst) == 0 or inst.masks is None or inst.masks.areas().sum() == 0:
             self._failed("the model found no cell pixel in that box")
@@ -175,7 +175,7 @@ class Assist(QObject):
         path, _ = self._image()
         if path is None or self.window.index < 0:
             return
-        keys = self.window._keys(self.window.index)
+        keys = self.window.results.keys(self.window.index)
         raws = {k.model: self.window.service.cached(k) for k in keys}
         if not raws or any(v is None for v in raws.values()):
             self._set_shown(np.zeros(0, np.int64))

@@ -97,7 +97,7 @@ def test_box_around_a_missed_nucleus_gives_its_mask_undo_and_shift_drag(
     state = c.ann.state(new)
     assert state.origin == Origin.ASSISTED and state.review == Review.ACCEPTED
     assert iou(dense(state), gt) >= 0.7, iou(dense(state), gt)
-    assert c.counts()["assisted"] == 1 and "assisted 1" in c.panel.counts.text().splitlines()
+    assert c.counts()["assisted"] == 1 and "assisted 1" in window.review_panel.counts.text().splitlines()
     assert stored_origins(c)[new] == "assisted"  # in the project file as its own origin
     assert window.undo_stack.undoText().startswith("Box prompt")
 
@@ -129,7 +129,7 @@ def test_box_around_a_missed_nucleus_gives_its_mask_undo_and_shift_drag(
     assert c.ann.state(new).same_as(state)
 
     # the image's features were computed once and are kept while it is shown, then dropped
-    path = window._current_path()
+    path = window.current_path()
     assert c.assist.service.has_features(path, "cascade") and c.assist.service.nbytes > 2 ** 20
     c.close_project()
     window.forget_unsaved()
@@ -154,7 +154,7 @@ def test_candidates_click_tab_enter_and_accept_all_in_view(qtbot, window, tmp_pa
     assert len(pool) == len(a.layer) >= 4, len(pool)
     assert (pool.scores >= 0.05).all() and (pool.scores < 0.9).all()
     assert np.all(np.diff(pool.scores) <= 0)  # highest first
-    raw = window.service.cached(window._keys(window.index)[0])
+    raw = window.service.cached(window.results.keys(window.index)[0])
     # a candidate is one of the model's own detections, mask for mask
     first = pool[0:1]
     k = np.flatnonzero(np.isclose(raw.scores, first.scores[0]))
