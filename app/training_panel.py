@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -47,6 +47,8 @@ class TrainingPanel(QWidget):
         self.ended = False  # the process was ended after the grace period
         self.grace = QTimer(self)
         self.grace.setSingleShot(True)
+        # a coarse timer may fire 5% early: the grace promised is the grace given
+        self.grace.setTimerType(Qt.TimerType.PreciseTimer)
         self.grace.timeout.connect(self._grace_over)
 
         self.status = QLabel("not started")

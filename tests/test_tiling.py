@@ -230,5 +230,5 @@ def test_tiled_prediction_stops_between_tiles(nuclei_dir):
 
     with pytest.raises(PredictionCancelled):
         predict_tiled(counting, image, SETTINGS, progress=lambda *s: stages.append(s),
-                      stop=lambda: len(calls) >= 1 and stages[-1][0] == TILE)
+                      stop=lambda: stages[-1][0] == TILE and stages[-1][1] >= 1)
     assert len(calls) == 1 and stages[-1] == (TILE, 1, 3)
