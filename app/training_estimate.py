@@ -13,8 +13,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QProcess, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from .training_run import python_child
 
 
 TIMED = re.compile(r"^timed iteration (\d+): ([0-9.]+) s")
@@ -97,14 +99,7 @@ class EstimateRow(QWidget):
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._buffer = ""
         self._state: tuple[int, tuple] = (0, ())
-        self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        self.process.setProcessEnvironment(env)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(self._error)
+        self.process = python_child(self, self._read, self._finished, self._error)
 
     def running(self) -> bool:
         return self.process.state() != QProcess.ProcessState.NotRunning

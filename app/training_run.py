@@ -71,6 +71,20 @@ def mask_head_key(config: str) -> str:
 
 
 # ============================================================================== process runner
+def python_child(parent: QObject, on_output, on_finished, on_error) -> QProcess:
+    """A QProcess for a ``python -m cellseg...`` child: stdout and stderr merged and
+    unbuffered (lines arrive as they are printed), its three signals connected."""
+    process = QProcess(parent)
+    process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+    env = QProcessEnvironment.systemEnvironment()
+    env.insert("PYTHONUNBUFFERED", "1")
+    process.setProcessEnvironment(env)
+    process.readyReadStandardOutput.connect(on_output)
+    process.finished.connect(on_finished)
+    process.errorOccurred.connect(on_error)
+    return process
+
+
 class TrainingRunner(QObject):
     """``cellseg train`` in a QProcess (same Python interpreter), output merged and streamed."""
 
@@ -79,14 +93,7 @@ class TrainingRunner(QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        self.process.setProcessEnvironment(env)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(self._error)
+        self.process = python_child(self, self._read, self._finished, self._error)
         self.output_dir: Path | None = None
 
     def start(self, job: TrainingJob) -> None:
